@@ -1,0 +1,166 @@
+//! `drover`: one binary, one subcommand per job. Each subcommand is a thin
+//! shell around a library crate; see ARCHITECTURE.md for the map.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use drover_shared::crds;
+use drover_shared::manifests::{self, SchemaRegistry};
+
+/// k0smotron-compatible Cluster API providers: a thin watcher, a durable job
+/// queue and a pool of workers.
+#[derive(Parser)]
+#[command(name = "drover", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the CRDs generated from the API types, one YAML file each.
+    Crds {
+        /// Folder to write into: `crds/` (drover's kinds) and `capi/` (the
+        /// CAPI core subset for the simulated API server) are created in it.
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+        /// Do not write; exit non-zero if the files on disk differ.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check manifests against drover's CRDs as an API server would: prune
+    /// unknown fields, apply defaults, validate. Prints each object's verdict.
+    Validate {
+        /// Files or folders of YAML manifests.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print each valid object as the API server would store it (defaults applied).
+        #[arg(long)]
+        show_defaults: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds { dir, check } => write_crds(&dir, check),
+        Command::Validate {
+            paths,
+            show_defaults,
+        } => validate(&paths, show_defaults),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_crds(dir: &Path, check: bool) -> Result<()> {
+    let mut stale = Vec::new();
+    for (rel, content) in crds::rendered_files()? {
+        let path = dir.join(&rel);
+        if check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+                stale.push(path.display().to_string());
+            }
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if !stale.is_empty() {
+        bail!(
+            "generated files are not up to date; run `drover crds`:\n  {}",
+            stale.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn validate(paths: &[PathBuf], show_defaults: bool) -> Result<()> {
+    let registry = SchemaRegistry::new().context("compiling the CRD schemas")?;
+    let mut files = Vec::new();
+    for p in paths {
+        collect_yaml(p, &mut files)?;
+    }
+    let (mut ok, mut bad, mut skipped) = (0, 0, 0);
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let docs = manifests::parse_documents(&text)
+            .with_context(|| format!("parsing {}", file.display()))?;
+        for mut doc in docs {
+            let kind = doc
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("?")
+                .to_owned();
+            let name = doc
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("?")
+                .to_owned();
+            let api_version = doc
+                .get("apiVersion")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_owned();
+            if !registry.knows(&api_version, &kind) {
+                skipped += 1;
+                println!(
+                    "{}: {kind}/{name}: skipped (not a drover or CAPI kind)",
+                    file.display()
+                );
+                continue;
+            }
+            match registry.admit(&mut doc) {
+                Ok(()) => {
+                    ok += 1;
+                    println!("{}: {kind}/{name}: valid", file.display());
+                    if show_defaults {
+                        print!(
+                            "{}",
+                            serde_saphyr::to_string(&doc).map_err(|e| anyhow::anyhow!("{e}"))?
+                        );
+                    }
+                }
+                Err(e) => {
+                    bad += 1;
+                    println!("{}: {kind}/{name}: INVALID: {e}", file.display());
+                }
+            }
+        }
+    }
+    println!("{ok} valid, {bad} invalid, {skipped} skipped");
+    if bad > 0 {
+        bail!("{bad} invalid object(s)");
+    }
+    Ok(())
+}
+
+fn collect_yaml(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            collect_yaml(&e.path(), out)?;
+        }
+    } else if matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    ) {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
