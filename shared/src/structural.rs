@@ -288,7 +288,7 @@ impl StructuralSchema {
                     }
                     match self.properties.get(k) {
                         // A null the schema does not allow is dropped, so a default can fill it.
-                        Some(child) => !(v.is_null() && !child.nullable),
+                        Some(child) => !v.is_null() || child.nullable,
                         None => self.preserve_unknown,
                     }
                 });
@@ -698,7 +698,7 @@ fn is_rfc3339(s: &str) -> bool {
 
 fn is_base64(s: &str) -> bool {
     let trimmed = s.trim_end_matches('=');
-    s.len() % 4 == 0
+    s.len().is_multiple_of(4)
         && s.len() - trimmed.len() <= 2
         && trimmed
             .bytes()
