@@ -1,0 +1,557 @@
+//! The object store of one simulated cluster: objects by resource, one
+//! strictly increasing resourceVersion counter, and a bounded history of
+//! watch events for resuming watches (older resume points get 410 Gone).
+//!
+//! Pure and synchronous: the HTTP layer wraps one `Store` per cluster in a
+//! lock and fans [`WatchEvent`]s out to watchers. Time and uids are passed in
+//! so tests are deterministic.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::selector::{FieldSelector, LabelSelector};
+
+/// A resource: API group and plural name (`""`/`secrets`, `bootstrap.cluster.x-k8s.io`/`k0sworkerconfigs`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Resource {
+    /// API group, `""` for core.
+    pub group: String,
+    /// Plural resource name.
+    pub plural: String,
+}
+
+impl Resource {
+    /// A resource of `group` named `plural`.
+    pub fn new(group: &str, plural: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            plural: plural.to_owned(),
+        }
+    }
+
+    /// `plural.group` (or `plural` for core), as the API server names resources in errors.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+/// How a resource behaves on writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceRules {
+    /// Namespaced (false: cluster-scoped).
+    pub namespaced: bool,
+    /// Has a status subresource: main-resource writes ignore `.status`,
+    /// status writes touch only `.status`, and `generation` moves only on spec changes.
+    pub status_subresource: bool,
+}
+
+/// Watch event types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed (including deletion marking).
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watchers see it.
+#[derive(Clone, Debug)]
+pub struct WatchEvent {
+    /// The resourceVersion of the change.
+    pub rv: u64,
+    /// Which resource.
+    pub resource: Resource,
+    /// Namespace of the object (`None` for cluster-scoped).
+    pub namespace: Option<String>,
+    /// What happened.
+    pub kind: EventType,
+    /// The object after the change (before removal, for DELETED).
+    pub object: Arc<Value>,
+}
+
+/// Which part of an object a write addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    /// The object itself.
+    Main,
+    /// `/status`.
+    Status,
+}
+
+/// A page of a list.
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    /// Matching objects, by namespace then name.
+    pub items: Vec<Arc<Value>>,
+    /// The store's resourceVersion when the list was taken.
+    pub resource_version: u64,
+    /// Token for the next page; empty when this is the last page.
+    pub continue_token: String,
+}
+
+type ObjectKey = (String, String); // (namespace or "", name)
+
+/// The objects and history of one simulated cluster.
+pub struct Store {
+    rv: u64,
+    objects: HashMap<Resource, BTreeMap<ObjectKey, Arc<Value>>>,
+    history: VecDeque<WatchEvent>,
+    history_limit: usize,
+}
+
+impl Store {
+    /// An empty store keeping at most `history_limit` events for watch resumes.
+    pub fn new(history_limit: usize) -> Self {
+        Self {
+            rv: 0,
+            objects: HashMap::new(),
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+        }
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    /// Reads one object.
+    pub fn get(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.objects
+            .get(res)
+            .and_then(|m| m.get(&key(ns, name)))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&res.qualified(), name))
+    }
+
+    /// Creates an object. The caller has validated it and set a name (from
+    /// `generateName` if needed); the store sets uid, creationTimestamp,
+    /// resourceVersion and generation, and drops any client-set deletion fields.
+    pub fn create(
+        &mut self,
+        res: &Resource,
+        rules: ResourceRules,
+        mut obj: Value,
+        uid: &str,
+        now: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        let (ns, name) = ns_name(&obj, rules)?;
+        let k = key(ns.as_deref(), &name);
+        if self.objects.get(res).is_some_and(|m| m.contains_key(&k)) {
+            return Err(ApiError::already_exists(&res.qualified(), &name));
+        }
+        self.rv += 1;
+        let meta = meta_mut(&mut obj);
+        meta.insert("uid".into(), uid.into());
+        meta.insert("creationTimestamp".into(), now.into());
+        meta.insert("resourceVersion".into(), self.rv.to_string().into());
+        meta.insert("generation".into(), 1.into());
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        let obj = Arc::new(obj);
+        self.objects
+            .entry(res.clone())
+            .or_default()
+            .insert(k, obj.clone());
+        self.record(res, ns, EventType::Added, obj.clone());
+        Ok(obj)
+    }
+
+    /// Replaces an object (PUT semantics). `expected_rv` is the client's
+    /// `metadata.resourceVersion`: a stale one is a 409 Conflict.
+    pub fn update(
+        &mut self,
+        res: &Resource,
+        rules: ResourceRules,
+        sub: Subresource,
+        mut obj: Value,
+    ) -> Result<Arc<Value>, ApiError> {
+        let (ns, name) = ns_name(&obj, rules)?;
+        let current = self.get(res, ns.as_deref(), &name)?;
+        if let Some(rv) = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            && rv
+                != current["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+        {
+            return Err(ApiError::conflict(
+                &res.qualified(),
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        match sub {
+            // Status writes change only status.
+            Subresource::Status => {
+                let status = obj.get("status").cloned();
+                obj = (*current).clone();
+                match status {
+                    Some(s) => obj["status"] = s,
+                    None => {
+                        obj.as_object_mut().map(|o| o.remove("status"));
+                    }
+                }
+            }
+            // Main writes keep the stored status when there is a status subresource.
+            Subresource::Main if rules.status_subresource => match current.get("status") {
+                Some(s) => obj["status"] = s.clone(),
+                None => {
+                    obj.as_object_mut().map(|o| o.remove("status"));
+                }
+            },
+            Subresource::Main => {}
+        }
+        // Server-owned metadata is kept from the stored object.
+        let cur_meta = current["metadata"].as_object().cloned().unwrap_or_default();
+        let meta = meta_mut(&mut obj);
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match cur_meta.get(f) {
+                Some(v) => meta.insert(f.into(), v.clone()),
+                None => meta.remove(f),
+            };
+        }
+        if cur_meta.contains_key("deletionTimestamp") {
+            let old: Vec<&Value> = cur_meta
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .collect();
+            let new_finalizers = meta
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if new_finalizers.iter().any(|f| !old.contains(&f)) {
+                return Err(ApiError::invalid(
+                    &res.qualified(),
+                    &name,
+                    vec![(
+                        "metadata.finalizers".into(),
+                        "Forbidden: no new finalizers can be added if the object is being deleted"
+                            .into(),
+                    )],
+                ));
+            }
+        }
+        if without_volatile(&obj) == without_volatile(&current) {
+            return Ok(current); // a no-op write does not bump the resourceVersion
+        }
+        let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+        let spec_changed = spec_of(&obj, rules) != spec_of(&current, rules);
+        self.rv += 1;
+        let meta = meta_mut(&mut obj);
+        meta.insert("resourceVersion".into(), self.rv.to_string().into());
+        meta.insert(
+            "generation".into(),
+            (if spec_changed {
+                generation + 1
+            } else {
+                generation
+            })
+            .into(),
+        );
+        let finalizers_empty = meta
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
+        let deleting = meta.contains_key("deletionTimestamp");
+        let obj = Arc::new(obj);
+        let k = key(ns.as_deref(), &name);
+        if deleting && finalizers_empty {
+            self.objects.get_mut(res).map(|m| m.remove(&k));
+            self.record(res, ns, EventType::Deleted, obj.clone());
+        } else {
+            self.objects
+                .entry(res.clone())
+                .or_default()
+                .insert(k, obj.clone());
+            self.record(res, ns, EventType::Modified, obj.clone());
+        }
+        Ok(obj)
+    }
+
+    /// Deletes an object: with finalizers it is only marked (`deletionTimestamp`,
+    /// MODIFIED); without, it is removed (DELETED). Returns the object and
+    /// whether it is gone. `precondition_uid`/`precondition_rv` give 409 on mismatch.
+    pub fn delete(
+        &mut self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        precondition_uid: Option<&str>,
+        precondition_rv: Option<&str>,
+        now: &str,
+    ) -> Result<(Arc<Value>, bool), ApiError> {
+        let current = self.get(res, ns, name)?;
+        let meta = &current["metadata"];
+        if let Some(uid) = precondition_uid
+            && meta["uid"].as_str() != Some(uid)
+        {
+            return Err(ApiError::conflict(
+                &res.qualified(),
+                name,
+                "Precondition failed: UID in precondition does not match",
+            ));
+        }
+        if let Some(rv) = precondition_rv
+            && meta["resourceVersion"].as_str() != Some(rv)
+        {
+            return Err(ApiError::conflict(
+                &res.qualified(),
+                name,
+                "Precondition failed: ResourceVersion in precondition does not match",
+            ));
+        }
+        let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let k = key(ns, name);
+        if has_finalizers {
+            if meta.get("deletionTimestamp").is_some() {
+                return Ok((current, false)); // already marked: a no-op
+            }
+            let mut obj = (*current).clone();
+            self.rv += 1;
+            let m = meta_mut(&mut obj);
+            m.insert("deletionTimestamp".into(), now.into());
+            m.insert("deletionGracePeriodSeconds".into(), 0.into());
+            m.insert("resourceVersion".into(), self.rv.to_string().into());
+            let obj = Arc::new(obj);
+            self.objects
+                .entry(res.clone())
+                .or_default()
+                .insert(k, obj.clone());
+            self.record(res, ns.map(str::to_owned), EventType::Modified, obj.clone());
+            return Ok((obj, false));
+        }
+        self.objects.get_mut(res).map(|m| m.remove(&k));
+        self.rv += 1;
+        let mut obj = (*current).clone();
+        meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
+        let obj = Arc::new(obj);
+        self.record(res, ns.map(str::to_owned), EventType::Deleted, obj.clone());
+        Ok((obj, true))
+    }
+
+    /// Lists objects of `res`, optionally in one namespace, filtered by
+    /// selectors, `limit` at a time. `continue_token` resumes after the key
+    /// the previous page ended at.
+    pub fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage, ApiError> {
+        let start = match continue_token.filter(|t| !t.is_empty()) {
+            Some(t) => Some(decode_continue(t)?),
+            None => None,
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        if let Some(m) = self.objects.get(res) {
+            let range = match &start {
+                Some(after) => m.range::<ObjectKey, _>((
+                    std::ops::Bound::Excluded(after),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => m.range::<ObjectKey, _>(..),
+            };
+            for (k, obj) in range {
+                if ns.is_some_and(|ns| k.0 != ns) {
+                    continue;
+                }
+                let obj_labels: Option<BTreeMap<String, String>> = obj
+                    .pointer("/metadata/labels")
+                    .and_then(|l| serde_json::from_value(l.clone()).ok());
+                if !labels.matches(obj_labels.as_ref()) || !fields.matches(obj) {
+                    continue;
+                }
+                if limit.is_some_and(|l| items.len() >= l) {
+                    more = true;
+                    break;
+                }
+                items.push(obj.clone());
+                last = Some(k.clone());
+            }
+        }
+        let continue_token = match (more, last) {
+            (true, Some(k)) => encode_continue(&k),
+            _ => String::new(),
+        };
+        Ok(ListPage {
+            items,
+            resource_version: self.rv,
+            continue_token,
+        })
+    }
+
+    /// Events after `rv`, oldest first, or 410 Gone when `rv` is older than
+    /// the retained history (the client must re-list).
+    pub fn events_since(&self, rv: u64) -> Result<Vec<WatchEvent>, ApiError> {
+        let oldest_known = self.history.front().map_or(self.rv, |e| e.rv - 1);
+        if rv < oldest_known {
+            return Err(ApiError::gone(format!(
+                "too old resource version: {rv} ({oldest_known})"
+            )));
+        }
+        Ok(self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+    }
+
+    /// Forgets the whole event history, so every resume point before now is
+    /// gone (fault injection for relist tests).
+    pub fn expire_history(&mut self) {
+        self.history.clear();
+    }
+
+    /// The newest event, for the HTTP layer to broadcast after a write.
+    pub fn last_event(&self) -> Option<&WatchEvent> {
+        self.history.back()
+    }
+
+    fn record(&mut self, res: &Resource, ns: Option<String>, kind: EventType, object: Arc<Value>) {
+        self.record_at(self.rv, res, ns, kind, object);
+    }
+
+    fn record_at(
+        &mut self,
+        rv: u64,
+        res: &Resource,
+        ns: Option<String>,
+        kind: EventType,
+        object: Arc<Value>,
+    ) {
+        if self.history.len() >= self.history_limit {
+            self.history.pop_front();
+        }
+        self.history.push_back(WatchEvent {
+            rv,
+            resource: res.clone(),
+            namespace: ns,
+            kind,
+            object,
+        });
+    }
+}
+
+fn key(ns: Option<&str>, name: &str) -> ObjectKey {
+    (ns.unwrap_or_default().to_owned(), name.to_owned())
+}
+
+fn ns_name(obj: &Value, rules: ResourceRules) -> Result<(Option<String>, String), ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "object",
+                "",
+                vec![(
+                    "metadata.name".into(),
+                    "Required value: name or generateName is required".into(),
+                )],
+            )
+        })?;
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
+    match (rules.namespaced, ns) {
+        (true, None) => Err(ApiError::bad_request(
+            "the namespace of the object is required",
+        )),
+        (true, Some(ns)) => Ok((Some(ns.to_owned()), name.to_owned())),
+        (false, _) => Ok((None, name.to_owned())),
+    }
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = Value::Object(Map::new());
+    }
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
+}
+
+/// The object without the fields the server rewrites, to detect no-op writes.
+fn without_volatile(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    o
+}
+
+/// What counts as "spec" for generation: everything but metadata and status
+/// (for kinds with a status subresource); everything but metadata otherwise.
+fn spec_of(obj: &Value, rules: ResourceRules) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        if rules.status_subresource {
+            m.remove("status");
+        }
+    }
+    o
+}
+
+fn encode_continue(k: &ObjectKey) -> String {
+    // Opaque to clients; hex keeps it URL-safe without another dependency.
+    let raw = format!("{}\u{0}{}", k.0, k.1);
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(t: &str) -> Result<ObjectKey, ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid continue token {t:?}"));
+    if !t.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    let bytes: Result<Vec<u8>, _> = (0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&t[i..i + 2], 16))
+        .collect();
+    let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
+    let (ns, name) = raw.split_once('\u{0}').ok_or_else(bad)?;
+    Ok((ns.to_owned(), name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests;
