@@ -173,17 +173,11 @@ impl Store {
         meta.insert("generation".into(), 1.into());
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        let obj = Arc::new(obj);
-        self.objects
-            .entry(res.clone())
-            .or_default()
-            .insert(k, obj.clone());
-        self.record(res, ns, EventType::Added, obj.clone());
-        Ok(obj)
+        Ok(self.put(res, ns, k, obj, EventType::Added))
     }
 
-    /// Replaces an object (PUT semantics). `expected_rv` is the client's
-    /// `metadata.resourceVersion`: a stale one is a 409 Conflict.
+    /// Replaces an object (PUT semantics). A `metadata.resourceVersion` that
+    /// is not the stored one is a 409 Conflict.
     pub fn update(
         &mut self,
         res: &Resource,
@@ -289,18 +283,14 @@ impl Store {
             .and_then(Value::as_array)
             .is_none_or(|f| f.is_empty());
         let deleting = meta.contains_key("deletionTimestamp");
-        let obj = Arc::new(obj);
         let k = key(ns.as_deref(), &name);
-        if deleting && finalizers_empty {
-            self.objects.get_mut(res).map(|m| m.remove(&k));
-            self.record(res, ns, EventType::Deleted, obj.clone());
-        } else {
-            self.objects
-                .entry(res.clone())
-                .or_default()
-                .insert(k, obj.clone());
-            self.record(res, ns, EventType::Modified, obj.clone());
+        if !(deleting && finalizers_empty) {
+            return Ok(self.put(res, ns, k, obj, EventType::Modified));
         }
+        // The last finalizer of a deleting object went: the object goes.
+        let obj = Arc::new(obj);
+        self.objects.get_mut(res).map(|m| m.remove(&k));
+        self.record(res, ns, EventType::Deleted, obj.clone());
         Ok(obj)
     }
 
@@ -348,13 +338,10 @@ impl Store {
             m.insert("deletionTimestamp".into(), now.into());
             m.insert("deletionGracePeriodSeconds".into(), 0.into());
             m.insert("resourceVersion".into(), self.rv.to_string().into());
-            let obj = Arc::new(obj);
-            self.objects
-                .entry(res.clone())
-                .or_default()
-                .insert(k, obj.clone());
-            self.record(res, ns.map(str::to_owned), EventType::Modified, obj.clone());
-            return Ok((obj, false));
+            return Ok((
+                self.put(res, ns.map(str::to_owned), k, obj, EventType::Modified),
+                false,
+            ));
         }
         self.objects.get_mut(res).map(|m| m.remove(&k));
         self.rv += 1;
@@ -442,6 +429,24 @@ impl Store {
     /// The newest event, for the HTTP layer to broadcast after a write.
     pub fn last_event(&self) -> Option<&WatchEvent> {
         self.history.back()
+    }
+
+    /// Stores `obj` under `k` and records the event.
+    fn put(
+        &mut self,
+        res: &Resource,
+        ns: Option<String>,
+        k: ObjectKey,
+        obj: Value,
+        kind: EventType,
+    ) -> Arc<Value> {
+        let obj = Arc::new(obj);
+        self.objects
+            .entry(res.clone())
+            .or_default()
+            .insert(k, obj.clone());
+        self.record(res, ns, kind, obj.clone());
+        obj
     }
 
     fn record(&mut self, res: &Resource, ns: Option<String>, kind: EventType, object: Arc<Value>) {
