@@ -92,14 +92,6 @@ pub fn all_crds() -> Vec<(CrdSet, CustomResourceDefinition)> {
         .collect()
 }
 
-/// Finds the CRD of `group`/`kind` among [`all_crds`].
-pub fn find(group: &str, kind: &str) -> Option<CustomResourceDefinition> {
-    all_crds()
-        .into_iter()
-        .map(|(_, c)| c)
-        .find(|c| c.spec.group == group && c.spec.names.kind == kind)
-}
-
 /// The file name a CRD is written to: `<group>_<plural>.yaml`, as controller-gen names them.
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)

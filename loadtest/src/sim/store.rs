@@ -426,11 +426,6 @@ impl Store {
         self.history.clear();
     }
 
-    /// The newest event, for the HTTP layer to broadcast after a write.
-    pub fn last_event(&self) -> Option<&WatchEvent> {
-        self.history.back()
-    }
-
     /// Stores `obj` under `k` and records the event.
     fn put(
         &mut self,

@@ -1,8 +1,6 @@
 //! `bootstrap.cluster.x-k8s.io/v1beta2`: K0sWorkerConfig, K0sWorkerConfigTemplate
 //! and K0sControllerConfig, the CAPI bootstrap-provider kinds.
 
-use std::collections::BTreeMap;
-
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -434,15 +432,4 @@ pub struct K0sControllerConfigSpec {
     /// The controller configuration, inlined.
     #[serde(flatten)]
     pub k0s_config_spec: K0sConfigSpec,
-}
-
-/// Labels k0smotron puts on generated bootstrap Secrets, plus the user's.
-pub fn secret_labels(cluster: &str, extra: Option<&SecretMetadata>) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    if let Some(extra) = extra {
-        labels.extend(extra.labels.clone());
-    }
-    labels.insert(crate::labels::CLUSTER_NAME.to_owned(), cluster.to_owned());
-    labels.insert(crate::labels::COMPONENT.to_owned(), "bootstrap".to_owned());
-    labels
 }
