@@ -1,8 +1,6 @@
 //! Label and field selectors, parsed from the query string as an API server
 //! parses them (`labelSelector=app=x,tier notin (a,b),!legacy`).
 
-use std::collections::BTreeMap;
-
 use super::error::ApiError;
 
 /// One requirement of a label selector.
@@ -38,14 +36,20 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
-    /// Whether `labels` satisfy every requirement.
-    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k));
+    /// Whether an object's `metadata.labels` (as stored, JSON) satisfy every
+    /// requirement. Reads the stored map directly: lists run this per object.
+    pub fn matches(&self, labels: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
+        let get = |k: &str| {
+            labels
+                .and_then(|l| l.get(k))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
         self.requirements.iter().all(|r| match r {
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::DoesNotExist(k) => get(k).is_none(),
-            Requirement::In(k, vs) => get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::In(k, vs) => get(k).is_some_and(|v| vs.contains(&v)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(&v)),
         })
     }
 
@@ -210,10 +214,10 @@ impl FieldSelector {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> serde_json::Map<String, serde_json::Value> {
         pairs
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
             .collect()
     }
 

@@ -7,6 +7,7 @@
 //! so tests are deterministic.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -288,10 +289,7 @@ impl Store {
             return Ok(self.put(res, ns, k, obj, EventType::Modified));
         }
         // The last finalizer of a deleting object went: the object goes.
-        let obj = Arc::new(obj);
-        self.objects.get_mut(res).map(|m| m.remove(&k));
-        self.record(res, ns, EventType::Deleted, obj.clone());
-        Ok(obj)
+        Ok(self.remove(res, ns, &k, obj))
     }
 
     /// Deletes an object: with finalizers it is only marked (`deletionTimestamp`,
@@ -343,13 +341,10 @@ impl Store {
                 false,
             ));
         }
-        self.objects.get_mut(res).map(|m| m.remove(&k));
         self.rv += 1;
         let mut obj = (*current).clone();
         meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
-        let obj = Arc::new(obj);
-        self.record(res, ns.map(str::to_owned), EventType::Deleted, obj.clone());
-        Ok((obj, true))
+        Ok((self.remove(res, ns.map(str::to_owned), &k, obj), true))
     }
 
     /// Lists objects of `res`, optionally in one namespace, filtered by
@@ -372,21 +367,23 @@ impl Store {
         let mut last = None;
         let mut more = false;
         if let Some(m) = self.objects.get(res) {
-            let range = match &start {
-                Some(after) => m.range::<ObjectKey, _>((
-                    std::ops::Bound::Excluded(after),
-                    std::ops::Bound::Unbounded,
-                )),
-                None => m.range::<ObjectKey, _>(..),
+            // Keys sort by namespace first, so a namespaced list is one range.
+            let lower = match (&start, ns) {
+                (Some(after), _) => Bound::Excluded(after.clone()),
+                (None, Some(ns)) => Bound::Included((ns.to_owned(), String::new())),
+                (None, None) => Bound::Unbounded,
             };
-            for (k, obj) in range {
-                if ns.is_some_and(|ns| k.0 != ns) {
+            for (k, obj) in m.range((lower, Bound::Unbounded)) {
+                if let Some(ns) = ns
+                    && k.0 != ns
+                {
+                    if k.0.as_str() > ns {
+                        break;
+                    }
                     continue;
                 }
-                let obj_labels: Option<BTreeMap<String, String>> = obj
-                    .pointer("/metadata/labels")
-                    .and_then(|l| serde_json::from_value(l.clone()).ok());
-                if !labels.matches(obj_labels.as_ref()) || !fields.matches(obj) {
+                let obj_labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+                if !labels.matches(obj_labels) || !fields.matches(obj) {
                     continue;
                 }
                 if limit.is_some_and(|l| items.len() >= l) {
@@ -441,6 +438,23 @@ impl Store {
             .or_default()
             .insert(k, obj.clone());
         self.record(res, ns, kind, obj.clone());
+        obj
+    }
+
+    /// Removes the object under `k` and records its DELETED event (`obj` is
+    /// the object as last seen, at the deleting resourceVersion).
+    fn remove(
+        &mut self,
+        res: &Resource,
+        ns: Option<String>,
+        k: &ObjectKey,
+        obj: Value,
+    ) -> Arc<Value> {
+        let obj = Arc::new(obj);
+        if let Some(m) = self.objects.get_mut(res) {
+            m.remove(k);
+        }
+        self.record(res, ns, EventType::Deleted, obj.clone());
         obj
     }
 

@@ -243,3 +243,57 @@ fn watch_resumes_from_history_and_gets_410_when_it_fell_out() {
     assert_eq!(s.events_since(4).unwrap_err().code, 410);
     assert!(s.events_since(5).unwrap().is_empty());
 }
+
+#[test]
+fn namespaced_lists_see_only_their_namespace_across_pages() {
+    let mut s = Store::new(100);
+    for ns in ["a", "b", "c"] {
+        for i in 0..3 {
+            let mut o = obj(&format!("o{i}"), json!({}));
+            o["metadata"]["namespace"] = json!(ns);
+            s.create(&res(), CRD, o, "u", "t").unwrap();
+        }
+    }
+    let (all, none) = (LabelSelector::default(), FieldSelector::default());
+    let names = |p: &ListPage| -> Vec<String> {
+        p.items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let first = s
+        .list(&res(), Some("b"), &all, &none, Some(2), None)
+        .unwrap();
+    assert_eq!(names(&first), ["b/o0", "b/o1"]);
+    let second = s
+        .list(
+            &res(),
+            Some("b"),
+            &all,
+            &none,
+            Some(2),
+            Some(&first.continue_token),
+        )
+        .unwrap();
+    assert_eq!(names(&second), ["b/o2"]);
+    assert!(second.continue_token.is_empty());
+    assert!(
+        s.list(&res(), Some("aa"), &all, &none, None, None)
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        s.list(&res(), None, &all, &none, None, None)
+            .unwrap()
+            .items
+            .len(),
+        9
+    );
+}
