@@ -33,7 +33,7 @@ fn lookup<'a>(root: &'a JSONSchemaProps, path: &str) -> Option<&'a JSONSchemaPro
     Some(node)
 }
 
-const WORKER: &[(&str, &str)] = &[
+const WORKER_SPEC: &[(&str, &str)] = &[
     ("spec.provisioner.type", "string"),
     ("spec.provisioner.platform", "string"),
     ("spec.provisioner.ignition.variant", "string"),
@@ -63,6 +63,10 @@ const WORKER: &[(&str, &str)] = &[
     ("spec.secretMetadata.labels{}", "string"),
     ("spec.secretMetadata.annotations{}", "string"),
     ("spec.workingDir", "string"),
+];
+
+/// Status of both bootstrap config kinds.
+const BOOTSTRAP_STATUS: &[(&str, &str)] = &[
     ("status.dataSecretName", "string"),
     ("status.initialization.dataSecretCreated", "boolean"),
     ("status.conditions[].type", "string"),
@@ -283,17 +287,20 @@ fn prefixed(prefix: &str, fields: &[(&str, &'static str)]) -> Vec<(String, &'sta
 
 fn expected() -> Vec<(&'static str, Vec<(String, &'static str)>)> {
     let plain = |f: &[(&str, &'static str)]| prefixed("", f);
-    let mut worker_template = prefixed("spec.template.", &WORKER[..23]);
+    let mut worker_template = prefixed("spec.template.", WORKER_SPEC);
     worker_template.push(("spec.template.metadata.labels{}".into(), "string"));
     vec![
-        ("K0sWorkerConfig", plain(WORKER)),
+        (
+            "K0sWorkerConfig",
+            [plain(WORKER_SPEC), plain(BOOTSTRAP_STATUS)].concat(),
+        ),
         ("K0sWorkerConfigTemplate", worker_template),
         (
             "K0sControllerConfig",
             [
                 plain(&[("spec.version", "string")]),
                 prefixed("spec.", K0S_CONFIG_SPEC),
-                plain(&WORKER[23..]),
+                plain(BOOTSTRAP_STATUS),
             ]
             .concat(),
         ),
