@@ -82,6 +82,105 @@ impl ApiError {
         e
     }
 
+    /// 404 for a path the server does not serve (unknown resource or version).
+    pub fn not_found_path() -> Self {
+        let mut e = Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+        e.details = Some(json!({}));
+        e
+    }
+
+    /// 401 Unauthorized: no valid client certificate or bearer token.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 Forbidden.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// 405 MethodNotAllowed.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+    }
+
+    /// 406 NotAcceptable: a representation the sim does not produce.
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message)
+    }
+
+    /// 415 UnsupportedMediaType.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
+    }
+
+    /// 422 Invalid with a message only (a JSON patch that does not apply).
+    pub fn invalid_message(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
+    /// 409 Conflict from server-side apply, one cause per contested field.
+    pub fn apply_conflict(
+        resource: &str,
+        name: &str,
+        api_version: &str,
+        conflicts: Vec<super::apply::Conflict>,
+    ) -> Self {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| {
+                json!({
+                    "reason": "FieldManagerConflict",
+                    "message": format!("conflict with \"{}\" using {api_version}", c.manager),
+                    "field": c.field,
+                })
+            })
+            .collect();
+        let list: Vec<String> = conflicts
+            .iter()
+            .map(|c| {
+                format!(
+                    "conflict with \"{}\" using {api_version}: {}",
+                    c.manager, c.field
+                )
+            })
+            .collect();
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {} conflict{}: {}",
+                conflicts.len(),
+                if conflicts.len() == 1 { "" } else { "s" },
+                list.join("\n")
+            ),
+        );
+        e.details = Some(json!({"name": name, "kind": resource, "causes": causes}));
+        e
+    }
+
+    /// 429 TooManyRequests (fault injection).
+    pub fn too_many_requests() -> Self {
+        Self::new(
+            429,
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+        )
+    }
+
+    /// 500 InternalError (fault injection).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
     /// The `metav1.Status` body.
     pub fn to_status(&self) -> Value {
         let mut s = json!({

@@ -88,6 +88,9 @@ pub struct WatchEvent {
     pub kind: EventType,
     /// The object after the change (before removal, for DELETED).
     pub object: Arc<Value>,
+    /// The object before the change (MODIFIED only): watches with selectors
+    /// turn a change that leaves or enters the selection into DELETED or ADDED.
+    pub prev: Option<Arc<Value>>,
 }
 
 /// Which part of an object a write addresses.
@@ -118,6 +121,10 @@ pub struct Store {
     objects: HashMap<Resource, BTreeMap<ObjectKey, Arc<Value>>>,
     history: VecDeque<WatchEvent>,
     history_limit: usize,
+    /// Events not yet handed to [`Store::drain_new_events`].
+    pending: Vec<WatchEvent>,
+    /// Inside [`Store::dry_run`]: compute results, change nothing.
+    dry: bool,
 }
 
 impl Store {
@@ -128,7 +135,91 @@ impl Store {
             objects: HashMap::new(),
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
+            pending: Vec::new(),
+            dry: false,
         }
+    }
+
+    /// Runs `f` without changing the store (`dryRun=All`): results are what
+    /// the write would return, but nothing is stored, recorded or counted.
+    pub fn dry_run<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let rv = self.rv;
+        self.dry = true;
+        let out = f(self);
+        self.dry = false;
+        self.rv = rv;
+        out
+    }
+
+    /// The events recorded since the last call, oldest first, for fan-out.
+    pub fn drain_new_events(&mut self) -> Vec<WatchEvent> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Sets the retained history size (fault injection shrinks it).
+    pub fn set_history_limit(&mut self, limit: usize) {
+        self.history_limit = limit.max(1);
+        while self.history.len() > self.history_limit {
+            self.history.pop_front();
+        }
+    }
+
+    /// Marks an object as being deleted regardless of `metadata.finalizers`
+    /// (namespaces wait on `spec.finalizers` instead). No-op when already marked.
+    pub fn mark_deleting(
+        &mut self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        now: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Result<Arc<Value>, ApiError> {
+        let current = self.get(res, ns, name)?;
+        if current["metadata"].get("deletionTimestamp").is_some() {
+            return Ok(current);
+        }
+        let mut obj = (*current).clone();
+        edit(&mut obj);
+        self.rv += 1;
+        let m = meta_mut(&mut obj);
+        m.insert("deletionTimestamp".into(), now.into());
+        m.insert("deletionGracePeriodSeconds".into(), 0.into());
+        m.insert("resourceVersion".into(), self.rv.to_string().into());
+        Ok(self.put(
+            res,
+            ns.map(str::to_owned),
+            key(ns, name),
+            obj,
+            EventType::Modified,
+        ))
+    }
+
+    /// Removes an object that is being deleted and has no finalizers left
+    /// (what the namespace controller does once a namespace is empty).
+    pub fn finish_deletion(
+        &mut self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        let current = self.get(res, ns, name)?;
+        let meta = &current["metadata"];
+        let finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        if meta.get("deletionTimestamp").is_none() || finalizers {
+            return Ok(current);
+        }
+        self.rv += 1;
+        let mut obj = (*current).clone();
+        meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
+        Ok(self.remove(res, ns.map(str::to_owned), &key(ns, name), obj))
+    }
+
+    /// Every stored resource that has objects (for namespace cleanup and GC).
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.objects
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(r, _)| r)
     }
 
     /// The current resourceVersion.
@@ -433,11 +524,15 @@ impl Store {
         kind: EventType,
     ) -> Arc<Value> {
         let obj = Arc::new(obj);
-        self.objects
+        if self.dry {
+            return obj;
+        }
+        let prev = self
+            .objects
             .entry(res.clone())
             .or_default()
             .insert(k, obj.clone());
-        self.record(res, ns, kind, obj.clone());
+        self.record(res, ns, kind, obj.clone(), prev);
         obj
     }
 
@@ -451,35 +546,37 @@ impl Store {
         obj: Value,
     ) -> Arc<Value> {
         let obj = Arc::new(obj);
+        if self.dry {
+            return obj;
+        }
         if let Some(m) = self.objects.get_mut(res) {
             m.remove(k);
         }
-        self.record(res, ns, EventType::Deleted, obj.clone());
+        self.record(res, ns, EventType::Deleted, obj.clone(), None);
         obj
     }
 
-    fn record(&mut self, res: &Resource, ns: Option<String>, kind: EventType, object: Arc<Value>) {
-        self.record_at(self.rv, res, ns, kind, object);
-    }
-
-    fn record_at(
+    fn record(
         &mut self,
-        rv: u64,
         res: &Resource,
         ns: Option<String>,
         kind: EventType,
         object: Arc<Value>,
+        prev: Option<Arc<Value>>,
     ) {
         if self.history.len() >= self.history_limit {
             self.history.pop_front();
         }
-        self.history.push_back(WatchEvent {
-            rv,
+        let event = WatchEvent {
+            rv: self.rv,
             resource: res.clone(),
             namespace: ns,
             kind,
             object,
-        });
+            prev: prev.filter(|_| kind == EventType::Modified),
+        };
+        self.pending.push(event.clone());
+        self.history.push_back(event);
     }
 }
 
