@@ -1,7 +1,29 @@
-//! kube-sim: a simulated Kubernetes API server. This part holds its pure
-//! core: the versioned object store with watch history, selectors and API
-//! errors. The HTTP server on top comes next (see the kube-sim issue).
+//! kube-sim: a simulated Kubernetes API server.
+//!
+//! Pure parts, each testable alone: [`store`] (objects, resourceVersions,
+//! generation, finalizers, paging, watch history with 410), [`selector`],
+//! [`patch`] (merge, JSON and strategic patches), [`apply`] (field ownership
+//! and server-side apply), [`admission`] (defaults and validation, CRD
+//! schemas through `drover_shared::structural`), [`resources`] (built-in
+//! kinds and installed CRDs) and [`error`] (`metav1.Status`).
+//!
+//! [`cluster`] puts them together behind one lock per simulated cluster.
 
+pub mod admission;
+pub mod apply;
+pub mod cluster;
+pub mod controllers;
+pub mod discovery;
 pub mod error;
+pub mod faults;
+pub mod http;
+pub mod kubeconfig;
+pub mod patch;
+pub mod resources;
 pub mod selector;
+pub mod server;
 pub mod store;
+pub mod tls;
+pub mod watch;
+
+pub use server::{ClusterHandle, Sim, SimConfig, SimError};

@@ -1,0 +1,162 @@
+//! The parts of kube-controller-manager the sim needs: the garbage
+//! collector (ownerReferences, Background/Foreground/Orphan) and the
+//! namespace controller (a terminating namespace is emptied, then removed).
+//!
+//! They run as one task per cluster fed by [`Housekeeping`] work that the
+//! cluster queues as it writes; like the real controllers they act shortly
+//! after the write that caused them, not inside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::cluster::{Cluster, Housekeeping, Propagation};
+use super::store::Resource;
+
+type ObjectRef = (Resource, Option<String>, String);
+
+/// Runs housekeeping until the cluster is dropped.
+pub async fn run(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Housekeeping>) {
+    while let Some(work) = rx.recv().await {
+        let again = match &work {
+            Housekeeping::OwnerChanged(uid) => owner_changed(&cluster, uid),
+            Housekeeping::CheckOwners(uid) => check_owners(&cluster, uid),
+            Housekeeping::NamespaceTerminating(ns) => namespace(&cluster, ns),
+        };
+        if again {
+            cluster.requeue(work, Duration::from_millis(100));
+        }
+    }
+}
+
+fn lookup(cluster: &Cluster, uid: &str) -> Option<(ObjectRef, Arc<Value>)> {
+    cluster.with_state(|st| {
+        let r = st.by_uid.get(uid)?.clone();
+        let obj = st.store.get(&r.0, r.1.as_deref(), &r.2).ok()?;
+        Some((r, obj))
+    })
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["uid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn has_finalizer(obj: &Value, f: &str) -> bool {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|x| x == f))
+}
+
+/// Drops owner references to `gone` from `dependent`, or deletes it when it
+/// has no live owner left. Returns whether the dependent was deleted.
+fn collect_dependent(cluster: &Cluster, dep: &ObjectRef, dep_obj: &Value, gone: &str) -> bool {
+    let live = owner_uids(dep_obj)
+        .iter()
+        .any(|u| u != gone && cluster.with_state(|st| st.by_uid.contains_key(u)));
+    if live {
+        let _ = cluster.controller_update(dep, false, "generic-garbage-collector", |o| {
+            if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| r["uid"] != gone);
+            }
+        });
+        false
+    } else {
+        let _ = cluster.controller_delete(dep, Propagation::Background);
+        true
+    }
+}
+
+fn dependents_of(cluster: &Cluster, uid: &str) -> Vec<(ObjectRef, Arc<Value>)> {
+    let uids: Vec<String> = cluster.with_state(|st| {
+        st.dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    });
+    uids.iter().filter_map(|u| lookup(cluster, u)).collect()
+}
+
+/// An owner went away or is being deleted. Returns whether to look again later.
+fn owner_changed(cluster: &Cluster, uid: &str) -> bool {
+    let deps = dependents_of(cluster, uid);
+    let Some((owner_ref, owner)) = lookup(cluster, uid) else {
+        // Gone: Background collection of its dependents.
+        for (r, obj) in deps {
+            collect_dependent(cluster, &r, &obj, uid);
+        }
+        return false;
+    };
+    if owner["metadata"].get("deletionTimestamp").is_none() {
+        return false;
+    }
+    if has_finalizer(&owner, "orphan") {
+        for (r, _) in &deps {
+            let _ = cluster.controller_update(r, false, "generic-garbage-collector", |o| {
+                if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|x| x["uid"] != uid);
+                }
+            });
+        }
+        let _ = cluster.remove_finalizer(&owner_ref, "orphan");
+        return false;
+    }
+    if has_finalizer(&owner, "foregroundDeletion") {
+        // Dependents go first (foreground all the way down); the owner
+        // waits for those that block its deletion.
+        let mut blocking = false;
+        for (r, obj) in &deps {
+            let blocks = obj["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["uid"] == uid && o["blockOwnerDeletion"] == true);
+            if obj["metadata"].get("deletionTimestamp").is_none() {
+                let _ = cluster.controller_delete(r, Propagation::Foreground);
+            }
+            blocking |= blocks
+                && lookup(cluster, obj["metadata"]["uid"].as_str().unwrap_or_default()).is_some();
+        }
+        if !blocking {
+            let _ = cluster.remove_finalizer(&owner_ref, "foregroundDeletion");
+            return false;
+        }
+        return true;
+    }
+    false
+}
+
+/// A new object names owners: if none of them exists, it is collected.
+fn check_owners(cluster: &Cluster, uid: &str) -> bool {
+    let Some((r, obj)) = lookup(cluster, uid) else {
+        return false;
+    };
+    for owner in owner_uids(&obj) {
+        if !cluster.with_state(|st| st.by_uid.contains_key(&owner)) {
+            collect_dependent(cluster, &r, &obj, &owner);
+            return false;
+        }
+    }
+    false
+}
+
+/// Empties a terminating namespace, then removes it. Returns whether to look again.
+fn namespace(cluster: &Cluster, ns: &str) -> bool {
+    let contents: Vec<ObjectRef> = cluster.with_state(|st| {
+        st.by_uid
+            .values()
+            .filter(|(_, n, _)| n.as_deref() == Some(ns))
+            .cloned()
+            .collect()
+    });
+    for r in &contents {
+        let _ = cluster.controller_delete(r, Propagation::Background);
+    }
+    !cluster.finish_namespace(ns).unwrap_or(false)
+}

@@ -1,0 +1,960 @@
+//! kube-sim against a real `kube::Client` over HTTPS, built from the
+//! kubeconfig the sim writes: the behaviours of the kube-sim issue, one test each.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_loadtest::sim::{ClusterHandle, Sim, SimConfig};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Config};
+use serde_json::json;
+
+async fn client_for(h: &ClusterHandle) -> Client {
+    let kc = Kubeconfig::from_yaml(&h.kubeconfig).expect("the sim's kubeconfig parses");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("the sim's kubeconfig is usable");
+    Client::try_from(cfg).expect("client")
+}
+
+async fn start(config: SimConfig) -> (Sim, std::sync::Arc<ClusterHandle>, Client) {
+    let sim = Sim::new(config);
+    let h = sim.add_cluster("mgmt").await.expect("cluster starts");
+    let c = client_for(&h).await;
+    (sim, h, c)
+}
+
+fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+        "data": {"k": "v"}
+    }))
+    .unwrap()
+}
+
+fn code(e: kube::Error) -> u16 {
+    match e {
+        kube::Error::Api(s) => s.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn install_crds(c: &Client) {
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(c.clone());
+    for (_, crd) in drover_shared::crds::all_crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("our CRDs install");
+    }
+}
+
+fn dynamic(
+    c: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    ns: &str,
+) -> Api<DynamicObject> {
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(c.clone(), ns, &ar)
+}
+
+#[tokio::test]
+async fn crud_metadata_and_optimistic_concurrency() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let a = api
+        .create(&PostParams::default(), &cm("a", &[("app", "x")]))
+        .await
+        .unwrap();
+    let meta = &a.metadata;
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
+    let rv1: u64 = meta.resource_version.as_ref().unwrap().parse().unwrap();
+    assert_eq!(
+        code(
+            api.create(&PostParams::default(), &cm("a", &[]))
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+
+    let mut changed = a.clone();
+    changed.data = Some([("k".to_owned(), "w".to_owned())].into());
+    let b = api
+        .replace("a", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let rv2: u64 = b
+        .metadata
+        .resource_version
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv1, "resourceVersion increases");
+    // The first copy is stale now.
+    assert_eq!(
+        code(
+            api.replace("a", &PostParams::default(), &changed)
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+
+    let mut gen_named = cm("", &[]);
+    gen_named.metadata.name = None;
+    gen_named.metadata.generate_name = Some("gen-".into());
+    let g = api
+        .create(&PostParams::default(), &gen_named)
+        .await
+        .unwrap();
+    let name = g.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    assert_eq!(code(api.get("missing").await.unwrap_err()), 404);
+    let other_ns: Api<ConfigMap> = Api::namespaced(c.clone(), "nope");
+    assert_eq!(
+        code(
+            other_ns
+                .create(&PostParams::default(), &cm("a", &[]))
+                .await
+                .unwrap_err()
+        ),
+        404,
+        "namespace must exist"
+    );
+    let mut bad = cm("Bad_Name", &[]);
+    bad.metadata.name = Some("Bad_Name".into());
+    assert_eq!(
+        code(api.create(&PostParams::default(), &bad).await.unwrap_err()),
+        422
+    );
+
+    // dryRun=All answers but stores nothing.
+    api.create(
+        &PostParams {
+            dry_run: true,
+            ..Default::default()
+        },
+        &cm("dry", &[]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code(api.get("dry").await.unwrap_err()), 404);
+}
+
+#[tokio::test]
+async fn lists_select_and_page() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    for i in 0..5 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("c{i}"), &[("tier", tier)]),
+        )
+        .await
+        .unwrap();
+    }
+    let even = api
+        .list(&ListParams::default().labels("tier=even"))
+        .await
+        .unwrap();
+    assert_eq!(even.items.len(), 3);
+    assert!(even.metadata.resource_version.is_some());
+    let notin = api
+        .list(&ListParams::default().labels("tier notin (even)"))
+        .await
+        .unwrap();
+    assert_eq!(notin.items.len(), 2);
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=c3"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(2);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        names.extend(page.items.iter().map(|i| i.metadata.name.clone().unwrap()));
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+    // A cluster-wide list of a namespaced kind.
+    let all: Api<ConfigMap> = Api::all(c.clone());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn custom_resources_are_validated_defaulted_and_have_status() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    install_crds(&c).await;
+    let api = dynamic(
+        &c,
+        "bootstrap.cluster.x-k8s.io",
+        "v1beta2",
+        "K0sWorkerConfig",
+        "k0sworkerconfigs",
+        "default",
+    );
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "K0sWorkerConfig",
+        "metadata": {"name": "w0"},
+        "spec": {"version": "v1.33.1+k0s.0", "unknown": 1},
+        "status": {"dataSecretName": "ignored-on-create"}
+    }))
+    .unwrap();
+    let w = api.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(
+        w.data["spec"]["k0sInstallDir"], "/usr/local/bin",
+        "defaults applied"
+    );
+    assert!(
+        w.data["spec"].get("unknown").is_none(),
+        "unknown fields pruned"
+    );
+    assert!(
+        w.data.get("status").is_none(),
+        "status is not set on create"
+    );
+    assert_eq!(w.metadata.generation, Some(1));
+
+    let bad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "K0sWorkerConfig",
+        "metadata": {"name": "bad"}, "spec": {"provisioner": {"type": "cloud-init"}}
+    }))
+    .unwrap();
+    match api.create(&PostParams::default(), &bad).await.unwrap_err() {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message
+                    .contains("spec.provisioner.type: Unsupported value"),
+                "{}",
+                s.message
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+
+    // Status writes touch only status and keep the generation.
+    let st = api
+        .patch_status(
+            "w0",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"dataSecretName": "w0"}, "spec": {"version": "ignored"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.data["status"]["dataSecretName"], "w0");
+    assert_eq!(st.data["spec"]["version"], "v1.33.1+k0s.0");
+    assert_eq!(st.metadata.generation, Some(1));
+    // Spec writes bump it and keep status.
+    let sp = api
+        .patch(
+            "w0",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"version": "v1.34.0+k0s.0"}, "status": {"dataSecretName": "x"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sp.metadata.generation, Some(2));
+    assert_eq!(sp.data["status"]["dataSecretName"], "w0");
+    // Metadata-only writes do not.
+    let md = api
+        .patch(
+            "w0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(md.metadata.generation, Some(2));
+
+    // PUT of a custom resource without resourceVersion is 422.
+    let mut no_rv = md.clone();
+    no_rv.metadata.resource_version = None;
+    assert_eq!(
+        code(
+            api.replace("w0", &PostParams::default(), &no_rv)
+                .await
+                .unwrap_err()
+        ),
+        422
+    );
+    // Strategic merge is for built-in kinds only.
+    assert_eq!(
+        code(
+            api.patch(
+                "w0",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {}}))
+            )
+            .await
+            .unwrap_err()
+        ),
+        415
+    );
+}
+
+#[tokio::test]
+async fn json_patch_test_op_and_finalizers() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let mut obj = cm("f", &[]);
+    obj.metadata.finalizers = Some(vec!["drover.example/keep".into()]);
+    api.create(&PostParams::default(), &obj).await.unwrap();
+
+    let failed_test: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": ["other"]},
+        {"op": "remove", "path": "/metadata/finalizers/0"}
+    ]))
+    .unwrap();
+    assert_eq!(
+        code(
+            api.patch(
+                "f",
+                &PatchParams::default(),
+                &Patch::<()>::Json(failed_test)
+            )
+            .await
+            .unwrap_err()
+        ),
+        422
+    );
+
+    let del = api.delete("f", &DeleteParams::default()).await.unwrap();
+    let marked = del.left().expect("an object with a finalizer stays");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    // New finalizers cannot be added while deleting.
+    let add = Patch::Merge(json!({"metadata": {"finalizers": ["drover.example/keep", "another"]}}));
+    assert_eq!(
+        code(
+            api.patch("f", &PatchParams::default(), &add)
+                .await
+                .unwrap_err()
+        ),
+        422
+    );
+
+    let remove: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": ["drover.example/keep"]},
+        {"op": "remove", "path": "/metadata/finalizers/0"}
+    ]))
+    .unwrap();
+    api.patch("f", &PatchParams::default(), &Patch::<()>::Json(remove))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(api.get("f").await.unwrap_err()),
+        404,
+        "gone with its last finalizer"
+    );
+
+    // Preconditions.
+    let x = api
+        .create(&PostParams::default(), &cm("x", &[]))
+        .await
+        .unwrap();
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("wrong".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(code(api.delete("x", &dp).await.unwrap_err()), 409);
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: x.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    assert!(
+        api.delete("x", &dp).await.unwrap().is_right(),
+        "deleted at once: a Status"
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_owns_fields_and_conflicts() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "1", "b": "1"}});
+    let pp = PatchParams::apply("drover");
+    let s = api.patch("s", &pp, &Patch::Apply(&applied)).await.unwrap();
+    assert_eq!(s.data.as_ref().unwrap()["a"], "1");
+    assert_eq!(
+        s.metadata.managed_fields.as_ref().unwrap()[0]
+            .manager
+            .as_deref(),
+        Some("drover")
+    );
+
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"a": "2"}});
+    let err = api
+        .patch(
+            "s",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(&other),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 409);
+            assert!(
+                s.message.contains("conflict with \"drover\""),
+                "{}",
+                s.message
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    let forced = api
+        .patch(
+            "s",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&other),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.as_ref().unwrap()["a"], "2");
+    // drover stops applying b: it goes.
+    let less =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {}});
+    let s = api.patch("s", &pp, &Patch::Apply(&less)).await.unwrap();
+    assert_eq!(s.data.unwrap_or_default().get("b"), None);
+}
+
+#[tokio::test]
+async fn secrets_string_data_and_type() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "b"}, "type": "cluster.x-k8s.io/secret", "stringData": {"value": "#cloud-config", "format": "cloud-config"}})).unwrap();
+    let s = api.create(&PostParams::default(), &s).await.unwrap();
+    assert_eq!(s.data.as_ref().unwrap()["format"].0, b"cloud-config");
+    assert!(s.string_data.is_none());
+    let change_type = Patch::Merge(json!({"type": "Opaque"}));
+    assert_eq!(
+        code(
+            api.patch("b", &PatchParams::default(), &change_type)
+                .await
+                .unwrap_err()
+        ),
+        422
+    );
+}
+
+#[tokio::test]
+async fn garbage_collection_follows_owner_references() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid, "controller": true, "blockOwnerDeletion": true}]);
+    for n in ["dep1", "dep2"] {
+        let mut d = cm(n, &[]);
+        d.metadata.owner_references = Some(serde_json::from_value(oref.clone()).unwrap());
+        api.create(&PostParams::default(), &d).await.unwrap();
+    }
+    // Orphan: the dependents stay, without the reference.
+    let owner2 = api
+        .create(&PostParams::default(), &cm("owner2", &[]))
+        .await
+        .unwrap();
+    let mut d3 = cm("dep3", &[]);
+    d3.metadata.owner_references = Some(serde_json::from_value(json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": owner2.metadata.uid}])).unwrap());
+    api.create(&PostParams::default(), &d3).await.unwrap();
+    api.delete(
+        "owner2",
+        &DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    let gone = wait_until(|| async {
+        api.get_opt("dep1").await.unwrap().is_none() && api.get_opt("dep2").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone, "dependents are collected after their owner goes");
+    let orphaned = wait_until(|| async {
+        api.get_opt("owner2").await.unwrap().is_none()
+            && api
+                .get("dep3")
+                .await
+                .unwrap()
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .is_empty()
+    })
+    .await;
+    assert!(
+        orphaned,
+        "orphan keeps dependents and drops their owner reference"
+    );
+
+    // Foreground: the owner waits for its blocking dependents.
+    let owner3 = api
+        .create(&PostParams::default(), &cm("owner3", &[]))
+        .await
+        .unwrap();
+    let mut d4 = cm("dep4", &[]);
+    d4.metadata.owner_references = Some(serde_json::from_value(json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner3", "uid": owner3.metadata.uid, "blockOwnerDeletion": true}])).unwrap());
+    d4.metadata.finalizers = Some(vec!["hold".into()]);
+    api.create(&PostParams::default(), &d4).await.unwrap();
+    api.delete("owner3", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let o3 = api.get("owner3").await.unwrap();
+    assert!(
+        o3.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_owned())
+    );
+    assert!(
+        api.get("dep4")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    api.patch(
+        "dep4",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_until(|| async { api.get_opt("owner3").await.unwrap().is_none() }).await,
+        "owner goes after its dependent"
+    );
+
+    // An object whose owner never existed is collected.
+    let mut orphan = cm("dangling", &[]);
+    orphan.metadata.owner_references = Some(serde_json::from_value(json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"}])).unwrap());
+    api.create(&PostParams::default(), &orphan).await.unwrap();
+    assert!(wait_until(|| async { api.get_opt("dangling").await.unwrap().is_none() }).await);
+}
+
+#[tokio::test]
+async fn namespaces_terminate_and_empty() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let nss: Api<Namespace> = Api::all(c.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "t"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "t");
+    api.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    nss.delete("t", &DeleteParams::default()).await.unwrap();
+    assert!(wait_until(|| async { nss.get_opt("t").await.unwrap().is_none() }).await);
+    assert_eq!(
+        code(
+            api.create(&PostParams::default(), &cm("b", &[]))
+                .await
+                .unwrap_err()
+        ),
+        404
+    );
+}
+
+#[tokio::test]
+async fn scale_subresource_on_a_custom_resource() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    install_crds(&c).await;
+    let api = dynamic(
+        &c,
+        "controlplane.cluster.x-k8s.io",
+        "v1beta2",
+        "K0smotronControlPlane",
+        "k0smotroncontrolplanes",
+        "default",
+    );
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "K0smotronControlPlane",
+        "metadata": {"name": "cp"}, "spec": {"version": "v1.33.1-k0s.0", "replicas": 1}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let scale = api.get_scale("cp").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(1));
+    api.patch_scale(
+        "cp",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.get("cp").await.unwrap().data["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn watches_resume_and_filter() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let first = api
+        .create(&PostParams::default(), &cm("w1", &[("sel", "yes")]))
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &cm("w2", &[("sel", "no")]))
+        .await
+        .unwrap();
+    api.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"sel": "no"}}})),
+    )
+    .await
+    .unwrap();
+
+    // Resume after w1's creation, selecting sel=yes: w1 leaves the selection (DELETED).
+    let wp = WatchParams::default().labels("sel=yes").timeout(2);
+    let events: Vec<_> = api
+        .watch(&wp, &rv)
+        .await
+        .unwrap()
+        .take(1)
+        .try_collect()
+        .await
+        .unwrap();
+    match &events[0] {
+        WatchEvent::Deleted(o) => assert_eq!(o.metadata.name.as_deref(), Some("w1")),
+        other => panic!("{other:?}"),
+    }
+    // Without a selector: w2 ADDED, w1 MODIFIED, in order.
+    let events: Vec<_> = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .take(2)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(matches!(&events[0], WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("w2")));
+    assert!(
+        matches!(&events[1], WatchEvent::Modified(o) if o.metadata.name.as_deref() == Some("w1"))
+    );
+
+    // timeoutSeconds ends the stream.
+    let started = std::time::Instant::now();
+    let cur = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let n = api
+        .watch(&WatchParams::default().timeout(1), &cur)
+        .await
+        .unwrap()
+        .count()
+        .await;
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn an_expired_resume_point_is_410() {
+    let (_sim, h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let a = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .unwrap();
+    h.cluster.expire_history();
+    let rv = a.metadata.resource_version.unwrap();
+    let events: Vec<_> = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .take(1)
+        .try_collect()
+        .await
+        .unwrap();
+    match &events[0] {
+        WatchEvent::Error(e) => assert_eq!(e.code, 410),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streaming_lists_end_with_the_initial_events_bookmark() {
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    for i in 0..3 {
+        api.create(&PostParams::default(), &cm(&format!("s{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let wp = WatchParams::streaming_lists().timeout(2);
+    let events: Vec<_> = api
+        .watch(&wp, "0")
+        .await
+        .unwrap()
+        .take(4)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        events[..3]
+            .iter()
+            .all(|e| matches!(e, WatchEvent::Added(_)))
+    );
+    match &events[3] {
+        WatchEvent::Bookmark(b) => assert_eq!(
+            b.metadata
+                .annotations
+                .get("k8s.io/initial-events-end")
+                .map(String::as_str),
+            Some("true")
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A kube-runtime reflector through forced relists (410) and dropped
+/// watches ends with exactly the objects that exist, none lost or doubled.
+#[tokio::test]
+async fn reflector_survives_forced_relists() {
+    for mode in [
+        watcher::InitialListStrategy::ListWatch,
+        watcher::InitialListStrategy::StreamingList,
+    ] {
+        let (_sim, h, c) = start(SimConfig {
+            history_limit: 5,
+            bookmark_interval: Duration::from_millis(200),
+            ..SimConfig::default()
+        })
+        .await;
+        h.faults
+            .set_watch_drop_after(Some(Duration::from_millis(300)));
+        let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+        let (reader, writer) = reflector::store();
+        let cfg = watcher::Config {
+            initial_list_strategy: mode.clone(),
+            page_size: Some(3),
+            ..watcher::Config::default()
+        };
+        let stream = reflector(writer, watcher(api.clone(), cfg))
+            .default_backoff()
+            .applied_objects();
+        let task = tokio::spawn(async move {
+            futures_util::pin_mut!(stream);
+            while stream.next().await.is_some() {}
+        });
+        for i in 0..40 {
+            api.create(&PostParams::default(), &cm(&format!("r{i}"), &[]))
+                .await
+                .unwrap();
+            if i % 10 == 9 {
+                h.cluster.expire_history();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+        for i in (0..40).step_by(3) {
+            api.delete(&format!("r{i}"), &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        h.cluster.expire_history();
+        let want: std::collections::BTreeSet<String> = (0..40)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!("r{i}"))
+            .collect();
+        let converged = wait_until(|| async {
+            let have: std::collections::BTreeSet<String> = reader
+                .state()
+                .iter()
+                .map(|o| o.metadata.name.clone().unwrap())
+                .collect();
+            have == want
+        })
+        .await;
+        let have: Vec<String> = reader
+            .state()
+            .iter()
+            .map(|o| o.metadata.name.clone().unwrap())
+            .collect();
+        assert!(
+            converged,
+            "{mode:?}: reflector holds {} objects, want {}: {have:?}",
+            have.len(),
+            want.len()
+        );
+        assert_eq!(have.len(), want.len(), "no duplicates");
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn authentication_and_plain_http() {
+    let (_sim, h, _c) = start(SimConfig::default()).await;
+    // A token works; no credentials are 401.
+    let mut cfg = Config::new(h.url.parse().unwrap());
+    cfg.root_cert = Some(vec![pem_der(&h.ca.as_ref().unwrap().cert_pem())]);
+    let anon = Client::try_from(cfg.clone()).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(anon, "default");
+    assert_eq!(
+        code(api.list(&ListParams::default()).await.unwrap_err()),
+        401
+    );
+    cfg.auth_info.token = Some(h.token.clone().into());
+    let tok = Client::try_from(cfg).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(tok, "default");
+    api.list(&ListParams::default()).await.unwrap();
+
+    let (_sim2, h2, c2) = start(SimConfig {
+        tls: false,
+        ..SimConfig::default()
+    })
+    .await;
+    assert!(h2.url.starts_with("http://"));
+    let api: Api<ConfigMap> = Api::namespaced(c2, "default");
+    api.create(&PostParams::default(), &cm("p", &[]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn many_clusters_in_one_process() {
+    let sim = Sim::new(SimConfig::default());
+    let mgmt = sim.add_cluster("mgmt").await.unwrap();
+    let child = sim.add_cluster("child-1").await.unwrap();
+    assert_ne!(mgmt.addr, child.addr);
+    let cm_api = |c: Client| Api::<ConfigMap>::namespaced(c, "default");
+    cm_api(client_for(&mgmt).await)
+        .create(&PostParams::default(), &cm("only-in-mgmt", &[]))
+        .await
+        .unwrap();
+    assert!(
+        cm_api(client_for(&child).await)
+            .get_opt("only-in-mgmt")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Each cluster has its own CA: the child's kubeconfig does not trust the management cluster.
+    let mut kc = Kubeconfig::from_yaml(&child.kubeconfig).unwrap();
+    kc.clusters[0].cluster.as_mut().unwrap().server = Some(mgmt.url.clone());
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let crossed = Client::try_from(cfg).unwrap();
+    assert!(cm_api(crossed).list(&ListParams::default()).await.is_err());
+    assert!(matches!(
+        sim.add_cluster("child-1").await,
+        Err(drover_loadtest::sim::SimError::Exists(_))
+    ));
+}
+
+#[tokio::test]
+async fn injected_faults() {
+    let (_sim, h, c) = start(SimConfig {
+        tls: false,
+        ..SimConfig::default()
+    })
+    .await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    h.faults.set_error_rate(1.0);
+    assert_eq!(
+        code(api.list(&ListParams::default()).await.unwrap_err()),
+        500
+    );
+    h.faults.set_error_rate(0.0);
+    // 429 carries Retry-After (seen on the wire, below kube-rs's retries).
+    h.faults.set_throttle_rate(1.0);
+    let raw = raw_get(h.addr, "/api/v1/namespaces/default/configmaps").await;
+    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
+    // kube-rs's retry policy rides out a partial throttle.
+    h.faults.set_throttle_rate(0.3);
+    for _ in 0..3 {
+        api.list(&ListParams::default()).await.unwrap();
+    }
+    h.faults.set_throttle_rate(0.0);
+    // Latency applies to every request.
+    h.faults.set_latency(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    api.list(&ListParams::default()).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(200));
+}
+
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+async fn wait_until<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
