@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use drover_shared::crds;
 use drover_shared::manifests::{self, SchemaRegistry};
 
+mod sim;
+
 /// k0smotron-compatible Cluster API providers: a thin watcher, a durable job
 /// queue and a pool of workers.
 #[derive(Parser)]
@@ -40,6 +42,26 @@ enum Command {
         #[arg(long)]
         show_defaults: bool,
     },
+    /// Run kube-sim, the simulated Kubernetes API server, until stopped.
+    /// Prints one line starting with `kube-sim ready` once every cluster serves.
+    Sim {
+        /// Where to write the management cluster's kubeconfig; child
+        /// clusters' kubeconfigs go beside it as `<stem>-<child>.<ext>`.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Child clusters to start besides the management cluster.
+        #[arg(long = "child")]
+        children: Vec<String>,
+        /// Serve plain HTTP without authentication instead of HTTPS.
+        #[arg(long)]
+        plain_http: bool,
+        /// Watch events kept for resumes (older resume points get 410 Gone).
+        #[arg(long, default_value_t = 10_000)]
+        history: usize,
+        /// Install drover's CRDs and the CAPI core subset at start.
+        #[arg(long)]
+        install_crds: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +72,19 @@ fn main() -> ExitCode {
             paths,
             show_defaults,
         } => validate(&paths, show_defaults),
+        Command::Sim {
+            kubeconfig,
+            children,
+            plain_http,
+            history,
+            install_crds,
+        } => sim::run(sim::Options {
+            kubeconfig,
+            children,
+            tls: !plain_http,
+            history,
+            install_crds,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

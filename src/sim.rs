@@ -1,0 +1,82 @@
+//! `drover sim`: kube-sim as a process, for scripts, CI and `drover up`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use drover_loadtest::sim::cluster::{Target, WriteOptions};
+use drover_loadtest::sim::{Sim, SimConfig};
+
+/// What `drover sim` was asked for.
+pub struct Options {
+    pub kubeconfig: PathBuf,
+    pub children: Vec<String>,
+    pub tls: bool,
+    pub history: usize,
+    pub install_crds: bool,
+}
+
+/// The name of the management cluster.
+const MANAGEMENT: &str = "management";
+
+pub fn run(opts: Options) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(serve(opts))
+}
+
+async fn serve(opts: Options) -> Result<()> {
+    let sim = Sim::new(SimConfig {
+        tls: opts.tls,
+        history_limit: opts.history,
+        ..SimConfig::default()
+    });
+    let mgmt = sim.add_cluster(MANAGEMENT).await?;
+    for child in &opts.children {
+        sim.add_cluster(child).await?;
+    }
+    if opts.install_crds {
+        let reg = mgmt.cluster.registry();
+        let info = reg
+            .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .context("the sim serves CRDs")?;
+        let target = Target {
+            info,
+            namespace: None,
+            name: None,
+            subresource: None,
+        };
+        for (_, crd) in drover_shared::crds::all_crds() {
+            let body = serde_json::to_value(&crd).context("serializing a CRD")?;
+            mgmt.cluster
+                .create(&target, body, &WriteOptions::default())
+                .map_err(|e| anyhow::anyhow!("installing a CRD: {e}"))?;
+        }
+    }
+    sim.write_kubeconfigs(&opts.kubeconfig, MANAGEMENT)?;
+    // The one line scripts wait for.
+    println!(
+        "kube-sim ready: {} at {} kubeconfig {}",
+        MANAGEMENT,
+        mgmt.url,
+        opts.kubeconfig.display()
+    );
+    for child in &opts.children {
+        if let Some(h) = sim.cluster(child) {
+            println!(
+                "kube-sim child: {child} at {} kubeconfig {}",
+                h.url,
+                drover_loadtest::sim::server::sibling(&opts.kubeconfig, child).display()
+            );
+        }
+    }
+    shutdown_signal().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
