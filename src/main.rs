@@ -45,9 +45,11 @@ enum Command {
     /// Run kube-sim, the simulated Kubernetes API server, until stopped.
     /// Prints one line starting with `kube-sim ready` once every cluster serves.
     Sim {
+        #[command(subcommand)]
+        action: Option<SimAction>,
         /// Where to write the management cluster's kubeconfig; child
         /// clusters' kubeconfigs go beside it as `<stem>-<child>.<ext>`.
-        #[arg(long)]
+        #[arg(long, default_value = "kubeconfig.yaml")]
         kubeconfig: PathBuf,
         /// Child clusters to start besides the management cluster.
         #[arg(long = "child")]
@@ -64,6 +66,25 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SimAction {
+    /// Measure kube-sim through a real client over loopback; prints JSON.
+    Bench {
+        /// Objects to create, update and list.
+        #[arg(long, default_value_t = 100_000)]
+        objects: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Watchers receiving every event.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -73,6 +94,17 @@ fn main() -> ExitCode {
             show_defaults,
         } => validate(&paths, show_defaults),
         Command::Sim {
+            action:
+                Some(SimAction::Bench {
+                    objects,
+                    concurrency,
+                    watchers,
+                    report,
+                }),
+            ..
+        } => sim::bench(objects, concurrency, watchers, report),
+        Command::Sim {
+            action: None,
             kubeconfig,
             children,
             plain_http,

@@ -23,6 +23,31 @@ pub fn run(opts: Options) -> Result<()> {
     rt.block_on(serve(opts))
 }
 
+/// `drover sim bench`: prints the report and optionally writes it.
+pub fn bench(
+    objects: usize,
+    concurrency: usize,
+    watchers: usize,
+    report: Option<PathBuf>,
+) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let out = rt
+        .block_on(drover_loadtest::bench::run(
+            drover_loadtest::bench::BenchOptions {
+                objects,
+                concurrency,
+                watchers,
+            },
+        ))
+        .map_err(|e| anyhow::anyhow!("benchmark failed: {e}"))?;
+    let text = serde_json::to_string_pretty(&out)?;
+    println!("{text}");
+    if let Some(path) = report {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 async fn serve(opts: Options) -> Result<()> {
     let sim = Sim::new(SimConfig {
         tls: opts.tls,

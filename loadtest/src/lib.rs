@@ -3,10 +3,14 @@
 //!
 //! # Layout
 //!
-//! - [`sim`]: kube-sim. So far its pure core: [`sim::store`] (objects,
-//!   resourceVersions, generation rules, finalizers, paging, watch history
-//!   with 410 Gone), [`sim::selector`] (label and field selectors) and
-//!   [`sim::error`] (`metav1.Status` errors). The HTTP server, CRD admission,
-//!   patches, discovery and the simulated controllers are not written yet.
+//! - [`sim`]: kube-sim. Pure parts first ([`sim::store`], [`sim::selector`],
+//!   [`sim::patch`], [`sim::apply`], [`sim::admission`], [`sim::resources`],
+//!   [`sim::error`]), then [`sim::cluster`] (the REST verbs behind one lock
+//!   per cluster), [`sim::watch`], [`sim::controllers`] (garbage collector,
+//!   namespace controller), and the I/O: [`sim::http`], [`sim::discovery`],
+//!   [`sim::tls`], [`sim::kubeconfig`], [`sim::server`] (many clusters per
+//!   process, one port each) and [`sim::faults`].
+//! - [`bench`]: `drover sim bench`.
 
+pub mod bench;
 pub mod sim;

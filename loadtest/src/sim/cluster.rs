@@ -9,7 +9,7 @@
 //! order.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -131,7 +131,6 @@ type ObjectRef = (Resource, Option<String>, String);
 
 pub(crate) struct State {
     pub(crate) store: Store,
-    pub(crate) registry: Registry,
     alloc: Allocations,
     /// uid → where the object lives.
     pub(crate) by_uid: HashMap<String, ObjectRef>,
@@ -143,6 +142,9 @@ pub(crate) struct State {
 pub struct Cluster {
     name: String,
     state: Mutex<State>,
+    /// Copy-on-write: requests resolve paths without the store lock; CRD
+    /// installs (rare) swap in a new registry.
+    registry: RwLock<Arc<Registry>>,
     events: broadcast::Sender<Arc<WatchEvent>>,
     housekeeping: mpsc::UnboundedSender<Housekeeping>,
 }
@@ -165,11 +167,11 @@ impl Cluster {
             name: name.to_owned(),
             state: Mutex::new(State {
                 store: Store::new(history_limit),
-                registry: Registry::new(),
                 alloc: Allocations::default(),
                 by_uid: HashMap::new(),
                 dependents: HashMap::new(),
             }),
+            registry: RwLock::new(Arc::new(Registry::new())),
             events,
             housekeeping,
         });
@@ -206,8 +208,26 @@ impl Cluster {
     }
 
     /// A snapshot of the served resources.
-    pub fn registry(&self) -> Registry {
-        self.lock().registry.clone()
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update_registry(&self, f: impl FnOnce(&mut Registry)) {
+        let mut guard = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**guard).clone();
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    fn info_for(&self, r: &Resource) -> Result<Arc<ResourceInfo>, ApiError> {
+        self.registry()
+            .all()
+            .find(|i| i.resource() == *r)
+            .cloned()
+            .ok_or_else(ApiError::not_found_path)
     }
 
     /// Subscribes to every change, in order.
@@ -233,7 +253,7 @@ impl Cluster {
     /// Resolves `group/version` and the path segments after it
     /// (`namespaces/ns/plural/name/sub` or `plural/name/sub`).
     pub fn resolve(&self, group: &str, version: &str, segs: &[&str]) -> Result<Target, ApiError> {
-        let reg = &self.lock().registry;
+        let reg = self.registry();
         let not_found = || ApiError::not_found_path();
         let namespaced_path = segs.len() >= 3
             && segs[0] == "namespaces"
@@ -274,19 +294,19 @@ impl Cluster {
     }
 
     /// GET of one object (or its status or scale).
-    pub fn get(&self, t: &Target) -> Result<Value, ApiError> {
+    pub fn get(&self, t: &Target) -> Result<Arc<Value>, ApiError> {
         let st = self.lock();
         let obj = st
             .store
             .get(&t.info.resource(), t.namespace.as_deref(), name_of(t)?)?;
         Ok(match t.subresource.as_deref() {
-            Some("scale") => scale_view(&t.info, &obj),
+            Some("scale") => Arc::new(scale_view(&t.info, &obj)),
             _ => output(&t.info, &obj),
         })
     }
 
     /// LIST, as a `<Kind>List`.
-    pub fn list(&self, t: &Target, q: &ListQuery) -> Result<Value, ApiError> {
+    pub fn list(&self, t: &Target, q: &ListQuery) -> Result<ObjectList, ApiError> {
         let st = self.lock();
         let page = st.store.list(
             &t.info.resource(),
@@ -296,24 +316,22 @@ impl Cluster {
             q.limit,
             q.continue_token.as_deref(),
         )?;
-        let mut meta = Map::new();
-        meta.insert(
-            "resourceVersion".into(),
-            page.resource_version.to_string().into(),
-        );
-        if !page.continue_token.is_empty() {
-            meta.insert("continue".into(), page.continue_token.into());
-        }
-        Ok(json!({
-            "apiVersion": t.info.api_version(),
-            "kind": format!("{}List", t.info.kind),
-            "metadata": meta,
-            "items": page.items.iter().map(|o| output(&t.info, o)).collect::<Vec<_>>(),
-        }))
+        Ok(ObjectList {
+            api_version: t.info.api_version(),
+            kind: format!("{}List", t.info.kind),
+            resource_version: page.resource_version.to_string(),
+            continue_token: page.continue_token,
+            items: page.items.iter().map(|o| output(&t.info, o)).collect(),
+        })
     }
 
     /// POST: creates an object. Returns the stored object.
-    pub fn create(&self, t: &Target, body: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        t: &Target,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
         let mut obj = expect_object(body)?;
         check_type_meta(&t.info, &mut obj)?;
         set_namespace(t, &mut obj)?;
@@ -398,7 +416,12 @@ impl Cluster {
     }
 
     /// PUT: replaces an object (or its status, or its scale).
-    pub fn replace(&self, t: &Target, body: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn replace(
+        &self,
+        t: &Target,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
         let mut obj = expect_object(body)?;
         if t.subresource.as_deref() == Some("scale") {
             return self.write_scale(t, obj, opts);
@@ -500,7 +523,7 @@ impl Cluster {
         ty: PatchType,
         body: Value,
         opts: &WriteOptions,
-    ) -> Result<(Value, bool), ApiError> {
+    ) -> Result<(Arc<Value>, bool), ApiError> {
         let name = name_of(t)?.to_owned();
         if ty == PatchType::Strategic && t.info.custom {
             return Err(ApiError::unsupported_media_type(
@@ -587,7 +610,7 @@ impl Cluster {
         t: &Target,
         scale: Value,
         opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         let paths = t.info.scale.clone().ok_or_else(ApiError::not_found_path)?;
         let name = name_of(t)?;
         let replicas = scale
@@ -628,12 +651,12 @@ impl Cluster {
             ..t.clone()
         };
         let updated = self.update_locked(&mut st, &main, obj, opts, false)?;
-        Ok(scale_view(&t.info, &updated))
+        Ok(Arc::new(scale_view(&t.info, &updated)))
     }
 
     /// DELETE of one object. Returns the answer body (the object, or a
     /// Success Status for built-in kinds removed at once).
-    pub fn delete(&self, t: &Target, opts: &DeleteOptions) -> Result<Value, ApiError> {
+    pub fn delete(&self, t: &Target, opts: &DeleteOptions) -> Result<Arc<Value>, ApiError> {
         let name = name_of(t)?;
         let res = t.info.resource();
         let ns = t.namespace.as_deref();
@@ -681,7 +704,7 @@ impl Cluster {
         };
         self.after_write(&mut st);
         if gone && !t.info.custom && t.info.kind != "Pod" {
-            return Ok(json!({
+            return Ok(Arc::new(json!({
                 "kind": "Status",
                 "apiVersion": "v1",
                 "metadata": {},
@@ -692,7 +715,7 @@ impl Cluster {
                     "kind": t.info.plural,
                     "uid": obj["metadata"]["uid"],
                 }
-            }));
+            })));
         }
         Ok(output(&t.info, &obj))
     }
@@ -703,8 +726,8 @@ impl Cluster {
         t: &Target,
         q: &ListQuery,
         opts: &DeleteOptions,
-    ) -> Result<Value, ApiError> {
-        let list = self.list(
+    ) -> Result<ObjectList, ApiError> {
+        let mut list = self.list(
             t,
             &ListQuery {
                 limit: None,
@@ -713,7 +736,7 @@ impl Cluster {
             },
         )?;
         let mut items = Vec::new();
-        for item in list["items"].as_array().into_iter().flatten() {
+        for item in &list.items {
             let one = Target {
                 namespace: item["metadata"]["namespace"].as_str().map(str::to_owned),
                 name: item["metadata"]["name"].as_str().map(str::to_owned),
@@ -726,12 +749,9 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
-        Ok(json!({
-            "apiVersion": t.info.api_version(),
-            "kind": format!("{}List", t.info.kind),
-            "metadata": {"resourceVersion": self.resource_version().to_string()},
-            "items": items,
-        }))
+        list.items = items;
+        list.resource_version = self.resource_version().to_string();
+        Ok(list)
     }
 
     /// Publishes new events, keeps the uid and owner indexes and the served
@@ -796,9 +816,11 @@ impl Cluster {
                     }
                     if is_crd && !deleting {
                         // Admission validated it; a failure here is a sim bug worth seeing.
-                        if let Err(e) = st.registry.install_crd(obj) {
-                            tracing::error!(error = %e, "installing a CRD that passed admission failed");
-                        }
+                        self.update_registry(|reg| {
+                            if let Err(e) = reg.install_crd(obj) {
+                                tracing::error!(error = %e, "installing a CRD that passed admission failed");
+                            }
+                        });
                     }
                 }
                 EventType::Deleted => {
@@ -823,7 +845,7 @@ impl Cluster {
                     if is_crd {
                         let group = obj["spec"]["group"].as_str().unwrap_or_default();
                         let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or_default();
-                        st.registry.remove_crd(group, plural);
+                        self.update_registry(|reg| reg.remove_crd(group, plural));
                     }
                 }
             }
@@ -841,12 +863,7 @@ impl Cluster {
         if let Some(list) = obj["metadata"]["finalizers"].as_array_mut() {
             list.retain(|f| f != finalizer);
         }
-        let info = st
-            .registry
-            .all()
-            .find(|i| i.resource() == r.0)
-            .cloned()
-            .ok_or_else(ApiError::not_found_path)?;
+        let info = self.info_for(&r.0)?;
         st.store
             .update(&r.0, info.rules(), Subresource::Main, obj)?;
         self.after_write(&mut st);
@@ -864,12 +881,7 @@ impl Cluster {
     ) -> Result<(), ApiError> {
         let mut st = self.lock();
         let current = st.store.get(&r.0, r.1.as_deref(), &r.2)?;
-        let info = st
-            .registry
-            .all()
-            .find(|i| i.resource() == r.0)
-            .cloned()
-            .ok_or_else(ApiError::not_found_path)?;
+        let info = self.info_for(&r.0)?;
         let mut obj = (*current).clone();
         edit(&mut obj);
         let t = Target {
@@ -892,13 +904,7 @@ impl Cluster {
         r: &ObjectRef,
         propagation: Propagation,
     ) -> Result<(), ApiError> {
-        let info = self
-            .lock()
-            .registry
-            .all()
-            .find(|i| i.resource() == r.0)
-            .cloned()
-            .ok_or_else(ApiError::not_found_path)?;
+        let info = self.info_for(&r.0)?;
         let t = Target {
             info,
             namespace: r.1.clone(),
@@ -1078,14 +1084,59 @@ fn set_namespace(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
     }
 }
 
-/// The object as served at `info`'s version.
-pub(crate) fn output(info: &ResourceInfo, obj: &Arc<Value>) -> Value {
+/// The object as served at `info`'s version (a copy only when the stored
+/// version differs).
+pub(crate) fn output(info: &ResourceInfo, obj: &Arc<Value>) -> Arc<Value> {
     let av = info.api_version();
-    let mut v = (**obj).clone();
-    if v["apiVersion"].as_str() != Some(av.as_str()) {
-        v["apiVersion"] = av.into();
+    if obj["apiVersion"].as_str() == Some(av.as_str()) {
+        return obj.clone();
     }
-    v
+    let mut v = (**obj).clone();
+    v["apiVersion"] = av.into();
+    Arc::new(v)
+}
+
+/// A LIST answer (`<Kind>List`), serialized without copying its items.
+#[derive(Clone, Debug)]
+pub struct ObjectList {
+    /// `apiVersion` of the list.
+    pub api_version: String,
+    /// `<Kind>List`.
+    pub kind: String,
+    /// The store's resourceVersion when listed.
+    pub resource_version: String,
+    /// Token for the next page, empty on the last.
+    pub continue_token: String,
+    /// The objects.
+    pub items: Vec<Arc<Value>>,
+}
+
+impl ObjectList {
+    /// The list's `metadata`.
+    pub fn metadata(&self) -> Value {
+        let mut meta = Map::new();
+        meta.insert(
+            "resourceVersion".into(),
+            self.resource_version.clone().into(),
+        );
+        if !self.continue_token.is_empty() {
+            meta.insert("continue".into(), self.continue_token.clone().into());
+        }
+        Value::Object(meta)
+    }
+}
+
+impl serde::Serialize for ObjectList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("apiVersion", &self.api_version)?;
+        m.serialize_entry("kind", &self.kind)?;
+        m.serialize_entry("metadata", &self.metadata())?;
+        let items: Vec<&Value> = self.items.iter().map(|a| &**a).collect();
+        m.serialize_entry("items", &items)?;
+        m.end()
+    }
 }
 
 /// Reads a `.a.b.c` path.

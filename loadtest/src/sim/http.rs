@@ -13,7 +13,8 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
 use super::cluster::{
-    Cluster, DeleteOptions, ListQuery, PatchType, Propagation, Target, WriteOptions, get_path,
+    Cluster, DeleteOptions, ListQuery, ObjectList, PatchType, Propagation, Target, WriteOptions,
+    get_path,
 };
 use super::discovery;
 use super::error::ApiError;
@@ -156,33 +157,21 @@ impl Handler {
                     return self.watch(target, q, &query, accept);
                 }
                 let list = c.list(&target, &q)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &accept.render_list(&target, list),
-                ))
+                Ok(accept.respond_list(&target, &list))
             }
             Method::GET => {
                 let obj = c.get(&target)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &accept.render_one(&target, obj),
-                ))
+                Ok(accept.respond_one(StatusCode::OK, &target, &obj))
             }
             Method::POST if target.name.is_none() => {
                 let body = read_json(req, &content_type, false).await?;
                 let obj = c.create(&target, body, &write()?)?;
-                Ok(json_response(
-                    StatusCode::CREATED,
-                    &accept.render_one(&target, obj),
-                ))
+                Ok(accept.respond_one(StatusCode::CREATED, &target, &obj))
             }
             Method::PUT if target.name.is_some() => {
                 let body = read_json(req, &content_type, false).await?;
                 let obj = c.replace(&target, body, &write()?)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &accept.render_one(&target, obj),
-                ))
+                Ok(accept.respond_one(StatusCode::OK, &target, &obj))
             }
             Method::PATCH if target.name.is_some() => {
                 let ty = match content_type.as_str() {
@@ -205,7 +194,7 @@ impl Handler {
                 } else {
                     StatusCode::OK
                 };
-                Ok(json_response(code, &accept.render_one(&target, obj)))
+                Ok(accept.respond_one(code, &target, &obj))
             }
             Method::DELETE => {
                 let body = read_json(req, &content_type, false)
@@ -218,7 +207,7 @@ impl Handler {
                     return Ok(json_response(StatusCode::OK, &list));
                 }
                 let obj = c.delete(&target, &opts)?;
-                Ok(json_response(StatusCode::OK, &obj))
+                Ok(json_response(StatusCode::OK, &*obj))
             }
             _ => Err(ApiError::method_not_allowed()),
         }
@@ -258,8 +247,7 @@ impl Handler {
             bookmark_interval: self.bookmark_interval,
             drop_after: self.faults.watch_drop_after(),
         };
-        let render: Render =
-            Arc::new(move |t: &Target, obj: &Value| accept.render_event(t, obj.clone()));
+        let render: Render = Arc::new(move |t: &Target, obj: &Value| accept.render_event(t, obj));
         let rx = watch::start(self.cluster.clone(), target, params, render);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv()
@@ -485,41 +473,49 @@ impl Accept {
         )))
     }
 
-    fn render_one(self, t: &Target, obj: Value) -> Value {
+    fn respond_one(self, code: StatusCode, t: &Target, obj: &Arc<Value>) -> Response<Body> {
         match self {
-            Self::Json => obj,
-            Self::Metadata if obj["kind"] != "Scale" => partial(&obj),
-            Self::Metadata => obj,
-            Self::Table => table(t, std::slice::from_ref(&obj), None),
+            Self::Json => json_response(code, &**obj),
+            Self::Metadata if obj["kind"] != "Scale" => json_response(code, &partial(obj)),
+            Self::Metadata => json_response(code, &**obj),
+            Self::Table => json_response(code, &table(t, std::slice::from_ref(obj), None)),
         }
     }
 
-    fn render_list(self, t: &Target, list: Value) -> Value {
+    fn respond_list(self, t: &Target, list: &ObjectList) -> Response<Body> {
         match self {
-            Self::Json => list,
-            Self::Metadata => json!({
-                "apiVersion": "meta.k8s.io/v1",
-                "kind": "PartialObjectMetadataList",
-                "metadata": list["metadata"],
-                "items": list["items"].as_array().into_iter().flatten().map(partial).collect::<Vec<_>>(),
-            }),
-            Self::Table => table(
-                t,
-                list["items"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default(),
-                Some(&list["metadata"]),
+            Self::Json => json_response(StatusCode::OK, list),
+            Self::Metadata => json_response(
+                StatusCode::OK,
+                &json!({
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadataList",
+                    "metadata": list.metadata(),
+                    "items": list.items.iter().map(|o| partial(o)).collect::<Vec<_>>(),
+                }),
+            ),
+            Self::Table => json_response(
+                StatusCode::OK,
+                &table(t, &list.items, Some(&list.metadata())),
             ),
         }
     }
 
-    fn render_event(self, t: &Target, obj: Value) -> Value {
+    /// An event's object for this client; `None` means the stored JSON as
+    /// is, which watches serialize once and share.
+    fn render_event(self, t: &Target, obj: &Value) -> Option<Value> {
         // Bookmarks stay as they are (kind + resourceVersion only).
-        if obj.pointer("/metadata/uid").is_none() {
-            return obj;
+        obj.pointer("/metadata/uid")?;
+        match self {
+            Self::Json if obj["apiVersion"].as_str() == Some(t.info.api_version().as_str()) => None,
+            Self::Json => {
+                let mut v = obj.clone();
+                v["apiVersion"] = t.info.api_version().into();
+                Some(v)
+            }
+            Self::Metadata => Some(partial(obj)),
+            Self::Table => Some(table(t, &[Arc::new(obj.clone())], None)),
         }
-        self.render_one(t, obj)
     }
 }
 
@@ -528,7 +524,7 @@ fn partial(obj: &Value) -> Value {
 }
 
 /// A `meta.k8s.io/v1` Table: Name, the CRD's printer columns (or Age).
-fn table(t: &Target, items: &[Value], list_meta: Option<&Value>) -> Value {
+fn table(t: &Target, items: &[Arc<Value>], list_meta: Option<&Value>) -> Value {
     let cols = &t.info.printer_columns;
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
@@ -620,7 +616,7 @@ fn json_path(obj: &Value, path: &str) -> Option<Value> {
     Some(cur)
 }
 
-fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
+fn json_response<T: serde::Serialize + ?Sized>(code: StatusCode, v: &T) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")

@@ -91,6 +91,20 @@ pub struct WatchEvent {
     /// The object before the change (MODIFIED only): watches with selectors
     /// turn a change that leaves or enters the selection into DELETED or ADDED.
     pub prev: Option<Arc<Value>>,
+    /// `object` serialized, made by the first watcher that needs it and
+    /// shared by the rest (fan-out serializes each event once).
+    pub object_json: Arc<std::sync::OnceLock<bytes::Bytes>>,
+}
+
+impl WatchEvent {
+    /// The object as JSON bytes, serialized once per event.
+    pub fn object_json(&self) -> bytes::Bytes {
+        self.object_json
+            .get_or_init(|| {
+                bytes::Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default())
+            })
+            .clone()
+    }
 }
 
 /// Which part of an object a write addresses.
@@ -353,11 +367,11 @@ impl Store {
                 ));
             }
         }
-        if without_volatile(&obj) == without_volatile(&current) {
+        if is_no_op(&obj, &current) {
             return Ok(current); // a no-op write does not bump the resourceVersion
         }
         let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-        let spec_changed = spec_of(&obj, rules) != spec_of(&current, rules);
+        let spec_changed = spec_changed(&obj, &current, rules);
         self.rv += 1;
         let meta = meta_mut(&mut obj);
         meta.insert("resourceVersion".into(), self.rv.to_string().into());
@@ -574,6 +588,7 @@ impl Store {
             kind,
             object,
             prev: prev.filter(|_| kind == EventType::Modified),
+            object_json: Arc::default(),
         };
         self.pending.push(event.clone());
         self.history.push_back(event);
@@ -621,27 +636,42 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
         .expect("metadata is an object")
 }
 
-/// The object without the fields the server rewrites, to detect no-op writes.
-fn without_volatile(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("managedFields");
+/// Whether two objects are equal, ignoring the top-level keys in `skip` and
+/// the `metadata` keys in `skip_meta`. Compares in place: writes run this on
+/// every update, and cloning whole objects to compare them was a hot spot.
+fn eq_ignoring(a: &Value, b: &Value, skip: &[&str], skip_meta: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept = |m: &'_ Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+    if kept(a) != kept(b) {
+        return false;
     }
-    o
+    a.iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .all(|(k, v)| match b.get(k) {
+            None => false,
+            Some(w) if k == "metadata" && !skip_meta.is_empty() => {
+                eq_ignoring(v, w, skip_meta, &[])
+            }
+            Some(w) => v == w,
+        })
 }
 
-/// What counts as "spec" for generation: everything but metadata and status
-/// (for kinds with a status subresource); everything but metadata otherwise.
-fn spec_of(obj: &Value, rules: ResourceRules) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        m.remove("metadata");
-        if rules.status_subresource {
-            m.remove("status");
-        }
-    }
-    o
+/// A write that changes nothing but the fields the server rewrites.
+fn is_no_op(new: &Value, current: &Value) -> bool {
+    eq_ignoring(new, current, &[], &["resourceVersion", "managedFields"])
+}
+
+/// Whether "spec" changed, for generation: everything but metadata and
+/// status (for kinds with a status subresource), everything but metadata otherwise.
+fn spec_changed(new: &Value, current: &Value, rules: ResourceRules) -> bool {
+    let skip: &[&str] = if rules.status_subresource {
+        &["metadata", "status"]
+    } else {
+        &["metadata"]
+    };
+    !eq_ignoring(new, current, skip, &[])
 }
 
 fn encode_continue(k: &ObjectKey) -> String {

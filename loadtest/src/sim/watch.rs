@@ -39,8 +39,9 @@ pub struct WatchParams {
     pub drop_after: Option<Duration>,
 }
 
-/// How event objects are rendered for this client.
-pub type Render = Arc<dyn Fn(&Target, &Value) -> Value + Send + Sync>;
+/// How event objects are rendered for this client: `None` sends the stored
+/// JSON unchanged (serialized once per event, shared by every watcher).
+pub type Render = Arc<dyn Fn(&Target, &Value) -> Option<Value> + Send + Sync>;
 
 /// Starts a watch; frames arrive on the returned channel until the watch
 /// ends (timeout, 410, client gone).
@@ -59,8 +60,16 @@ pub fn start(
 
 struct Closed;
 
-/// An event as this watch reports it: its type and object.
-type Matched = (&'static str, Arc<Value>);
+/// One watch line: `{"type":T,"object":OBJ}\n` around already-serialized object bytes.
+fn line(ty: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(ty.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
 
 async fn run(
     cluster: Arc<Cluster>,
@@ -69,15 +78,23 @@ async fn run(
     render: Render,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), Closed> {
-    let send = |ty: &str, obj: Value| {
-        let mut line = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
-        line.push(b'\n');
+    let send_bytes = |b: Bytes| {
         let tx = tx.clone();
-        async move { tx.send(Bytes::from(line)).await.map_err(|_| Closed) }
+        async move { tx.send(b).await.map_err(|_| Closed) }
+    };
+    let send =
+        |ty: &str, obj: Value| send_bytes(line(ty, &serde_json::to_vec(&obj).unwrap_or_default()));
+    // An object from the store or an event, rendered for this client.
+    let encode = |ty: &str, obj: &Value, cached: Option<&WatchEvent>| match render(&t, obj) {
+        Some(v) => line(ty, &serde_json::to_vec(&v).unwrap_or_default()),
+        None => match cached {
+            Some(ev) => line(ty, &ev.object_json()),
+            None => line(ty, &serde_json::to_vec(obj).unwrap_or_default()),
+        },
     };
     let mut sub = cluster.subscribe();
     let res = t.info.resource();
-    let matches = |ev: &WatchEvent| -> Option<Matched> {
+    let matches = |ev: &WatchEvent| -> Option<&'static str> {
         if ev.resource != res {
             return None;
         }
@@ -102,10 +119,10 @@ async fn run(
             (EventType::Modified, Some(true), false) => "DELETED",
             _ => return None,
         };
-        Some((ty, ev.object.clone()))
+        Some(ty)
     };
     // Initial state, read under the lock after subscribing.
-    let initial: Result<(Vec<Matched>, u64), ApiError> = {
+    let initial: Result<(Vec<Bytes>, u64), ApiError> = {
         let st = cluster.lock();
         let cur = st.store.resource_version();
         match (p.send_initial_events, p.resource_version) {
@@ -119,19 +136,30 @@ async fn run(
                     None,
                     None,
                 )
-                .map(|page| (page.items.into_iter().map(|o| ("ADDED", o)).collect(), cur)),
-            (false, Some(rv)) => st
-                .store
-                .events_since(rv)
-                .map(|evs| (evs.iter().filter_map(&matches).collect(), cur)),
+                .map(|page| {
+                    (
+                        page.items
+                            .iter()
+                            .map(|o| encode("ADDED", o, None))
+                            .collect(),
+                        cur,
+                    )
+                }),
+            (false, Some(rv)) => st.store.events_since(rv).map(|evs| {
+                let lines = evs
+                    .iter()
+                    .filter_map(|ev| matches(ev).map(|ty| encode(ty, &ev.object, Some(ev))))
+                    .collect();
+                (lines, cur)
+            }),
         }
     };
     let (events, mut seen) = match initial {
         Ok(x) => x,
         Err(e) => return send("ERROR", e.to_status()).await,
     };
-    for (ty, obj) in events {
-        send(ty, render(&t, &obj)).await?;
+    for l in events {
+        send_bytes(l).await?;
     }
     let bookmark = |rv: u64, end: bool| {
         let mut meta = json!({"resourceVersion": rv.to_string()});
@@ -158,8 +186,8 @@ async fn run(
                         continue;
                     }
                     seen = ev.rv;
-                    if let Some((ty, obj)) = matches(&ev) {
-                        send(ty, render(&t, &obj)).await?;
+                    if let Some(ty) = matches(&ev) {
+                        send_bytes(encode(ty, &ev.object, Some(&ev))).await?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -168,8 +196,8 @@ async fn run(
                         Ok(evs) => {
                             for ev in evs {
                                 seen = seen.max(ev.rv);
-                                if let Some((ty, obj)) = matches(&ev) {
-                                    send(ty, render(&t, &obj)).await?;
+                                if let Some(ty) = matches(&ev) {
+                                    send_bytes(encode(ty, &ev.object, Some(&ev))).await?;
                                 }
                             }
                         }
