@@ -52,6 +52,8 @@ async fn serve(opts: Options) -> Result<()> {
     let sim = Sim::new(SimConfig {
         tls: opts.tls,
         history_limit: opts.history,
+        // Hosted control planes in the management cluster get child clusters.
+        hosted_control_planes_in: Some(MANAGEMENT.to_owned()),
         ..SimConfig::default()
     });
     let mgmt = sim.add_cluster(MANAGEMENT).await?;

@@ -958,3 +958,236 @@ where
     }
     false
 }
+
+#[tokio::test]
+async fn workload_controllers_make_things_ready() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), "default");
+    let labels = json!({"app": "k0smotron", "cluster": "x"});
+    sts.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "kmc-x"},
+        "spec": {"replicas": 2, "serviceName": "kmc-x", "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "controller", "image": "k0s"}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "kmc-x"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}
+    })).unwrap()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "default");
+    assert!(
+        wait_until(|| async {
+            sts.get("kmc-x")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.ready_replicas)
+                == Some(2)
+        })
+        .await,
+        "StatefulSet becomes ready"
+    );
+    let p0 = pods.get("kmc-x-0").await.unwrap();
+    assert_eq!(p0.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(p0.metadata.owner_references.unwrap()[0].kind, "StatefulSet");
+    assert!(
+        wait_until(|| async {
+            pvcs.get("kmc-x-kmc-x-1")
+                .await
+                .ok()
+                .and_then(|p| p.status)
+                .and_then(|s| s.phase)
+                .as_deref()
+                == Some("Bound")
+        })
+        .await,
+        "claims from the templates are bound"
+    );
+    // Scaling down removes the highest ordinal.
+    sts.patch(
+        "kmc-x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    assert!(wait_until(|| async { pods.get_opt("kmc-x-1").await.unwrap().is_none() }).await);
+
+    let deploys: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    deploys.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "d"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+    })).unwrap()).await.unwrap();
+    assert!(
+        wait_until(|| async {
+            deploys
+                .get("d")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.available_replicas)
+                == Some(3)
+        })
+        .await
+    );
+
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 6443}]}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_until(|| async {
+            svcs.get("lb")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .is_some_and(|i| !i.is_empty())
+        })
+        .await,
+        "LoadBalancer gets an ingress address"
+    );
+    let lb = svcs.get("lb").await.unwrap();
+    let port = &lb.spec.unwrap().ports.unwrap()[0];
+    assert!(
+        port.node_port.is_some_and(|p| (30000..=32767).contains(&p)),
+        "{port:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_ready_hosted_control_plane_brings_its_child_cluster_up() {
+    use drover_loadtest::sim::hosted::{ADDRESS_ANNOTATION, child_name};
+    use drover_loadtest::sim::tls::ClusterCa;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Service;
+    let sim = Sim::new(SimConfig {
+        hosted_control_planes_in: Some("mgmt".into()),
+        ..SimConfig::default()
+    });
+    let h = sim.add_cluster("mgmt").await.unwrap();
+    let c = client_for(&h).await;
+    // The provider's CA, as it would store it in <cluster>-ca.
+    let ca = ClusterCa::generate("hcp").unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "hcp-ca"}, "type": "cluster.x-k8s.io/secret",
+                "stringData": {"tls.crt": ca.cert_pem(), "tls.key": ca.key_pem()}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let labels = json!({"app": "k0smotron", "cluster": "hcp", "app.kubernetes.io/component": "control-plane"});
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    svcs.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "kmc-hcp", "labels": labels}, "spec": {"type": "NodePort", "ports": [{"port": 30443, "nodePort": 30443}], "selector": labels}
+    })).unwrap()).await.unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), "default");
+    sts.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "kmc-hcp", "labels": labels},
+        "spec": {"replicas": 1, "serviceName": "kmc-hcp", "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "controller", "image": "k0s"}]}}}
+    })).unwrap()).await.unwrap();
+
+    assert!(
+        wait_until(|| async {
+            svcs.get("kmc-hcp")
+                .await
+                .unwrap()
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(ADDRESS_ANNOTATION)
+        })
+        .await,
+        "the Service learns where the child's API answers"
+    );
+    let address = svcs
+        .get("kmc-hcp")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap()[ADDRESS_ANNOTATION]
+        .clone();
+    let child = sim
+        .cluster(&child_name("default", "hcp"))
+        .expect("child cluster runs");
+    assert_eq!(child.addr.to_string(), address);
+
+    // A kubeconfig minted from <cluster>-ca by the provider works on the child.
+    let admin = ca
+        .client_cert("kubernetes-admin", "system:masters")
+        .unwrap();
+    let kc = drover_loadtest::sim::kubeconfig::render(
+        "hcp",
+        &format!("https://{address}"),
+        Some(&ca.cert_pem()),
+        drover_loadtest::sim::kubeconfig::Credentials::ClientCert {
+            cert_pem: &admin.cert_pem,
+            key_pem: &admin.key_pem,
+        },
+    );
+    let cfg = Config::from_custom_kubeconfig(
+        Kubeconfig::from_yaml(&kc).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let child_client = Client::try_from(cfg).unwrap();
+    let nss: Api<Namespace> = Api::all(child_client);
+    assert!(nss.get_opt("kube-system").await.unwrap().is_some());
+
+    sts.delete("kmc-hcp", &DeleteParams::default())
+        .await
+        .unwrap();
+    let name = child_name("default", "hcp");
+    assert!(
+        wait_until(|| async { sim.cluster(&name).is_none() }).await,
+        "deleting the control plane stops the child"
+    );
+}
+
+#[tokio::test]
+async fn child_clusters_can_be_created_over_http() {
+    let (sim, _h, c) = start(SimConfig::default()).await;
+    let req = http::Request::post("/kube-sim/v1/clusters")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({"name": "child-a"})).unwrap())
+        .unwrap();
+    let created: serde_json::Value = c.request(req).await.unwrap();
+    let kc = created["kubeconfig"].as_str().unwrap();
+    let cfg = Config::from_custom_kubeconfig(
+        Kubeconfig::from_yaml(kc).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let child: Api<ConfigMap> = Api::namespaced(Client::try_from(cfg).unwrap(), "default");
+    child
+        .create(&PostParams::default(), &cm("in-child", &[]))
+        .await
+        .unwrap();
+    assert!(sim.cluster("child-a").is_some());
+    let again = http::Request::post("/kube-sim/v1/clusters")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({"name": "child-a"})).unwrap())
+        .unwrap();
+    assert_eq!(
+        code(c.request::<serde_json::Value>(again).await.unwrap_err()),
+        409
+    );
+    let del = http::Request::delete("/kube-sim/v1/clusters/child-a")
+        .body(Vec::new())
+        .unwrap();
+    c.request::<serde_json::Value>(del).await.unwrap();
+    assert!(sim.cluster("child-a").is_none());
+}

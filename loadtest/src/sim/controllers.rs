@@ -17,9 +17,20 @@ use super::store::Resource;
 
 type ObjectRef = (Resource, Option<String>, String);
 
-/// Runs housekeeping until the cluster is dropped.
-pub async fn run(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Housekeeping>) {
-    while let Some(work) = rx.recv().await {
+/// Runs housekeeping until the cluster stops.
+pub async fn run(
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::UnboundedReceiver<Housekeeping>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let work = tokio::select! {
+            w = rx.recv() => match w {
+                Some(w) => w,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
         let again = match &work {
             Housekeeping::OwnerChanged(uid) => owner_changed(&cluster, uid),
             Housekeeping::CheckOwners(uid) => check_owners(&cluster, uid),

@@ -41,6 +41,8 @@ pub struct Handler {
     pub faults: Arc<Faults>,
     /// How often watches get a bookmark.
     pub bookmark_interval: Duration,
+    /// The sim this cluster belongs to, for `/kube-sim/v1/clusters`.
+    pub(crate) sim: std::sync::Weak<super::server::SimInner>,
 }
 
 impl Handler {
@@ -109,6 +111,16 @@ impl Handler {
             if let Some(doc) = doc {
                 return Ok(json_response(StatusCode::OK, &doc));
             }
+        }
+        if let ["kube-sim", "v1", "clusters", rest @ ..] = segs.as_slice() {
+            let method = req.method().clone();
+            let name = rest.first().map(|s| (*s).to_owned());
+            let body = if method == Method::POST {
+                read_json(req, "application/json", false).await?
+            } else {
+                Value::Null
+            };
+            return self.clusters_api(&method, name.as_deref(), &body).await;
         }
         let (group, version, rest) = match segs.as_slice() {
             ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
@@ -208,6 +220,78 @@ impl Handler {
                 }
                 let obj = c.delete(&target, &opts)?;
                 Ok(json_response(StatusCode::OK, &*obj))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    /// `/kube-sim/v1/clusters[/{name}]`: list, create (`{"name": ...}`),
+    /// read (with the kubeconfig) and delete clusters at run time.
+    async fn clusters_api(
+        &self,
+        method: &Method,
+        name: Option<&str>,
+        body: &Value,
+    ) -> Result<Response<Body>, ApiError> {
+        let sim = self
+            .sim
+            .upgrade()
+            .ok_or_else(|| ApiError::internal("the sim is shutting down"))?;
+        let describe = |h: &super::server::ClusterHandle, kubeconfig: bool| {
+            let mut v = json!({"name": h.name, "url": h.url});
+            if kubeconfig {
+                v["kubeconfig"] = h.kubeconfig.clone().into();
+            }
+            v
+        };
+        let sim_error = |e: super::server::SimError| match e {
+            super::server::SimError::Exists(n) => ApiError::already_exists("clusters.kube-sim", &n),
+            super::server::SimError::NoSuchCluster(n) => {
+                ApiError::not_found("clusters.kube-sim", &n)
+            }
+            super::server::SimError::InvalidName(n) => ApiError::invalid(
+                "Cluster",
+                &n,
+                vec![(
+                    "name".into(),
+                    format!("Invalid value: {n:?}: must be a lowercase RFC 1123 subdomain"),
+                )],
+            ),
+            other => ApiError::internal(other.to_string()),
+        };
+        match (method, name) {
+            (&Method::GET, None) => {
+                let list: Vec<Value> = sim
+                    .names()
+                    .iter()
+                    .filter_map(|n| sim.cluster(n))
+                    .map(|h| describe(&h, false))
+                    .collect();
+                Ok(json_response(StatusCode::OK, &json!({"clusters": list})))
+            }
+            (&Method::POST, None) => {
+                let name = body["name"].as_str().ok_or_else(|| {
+                    ApiError::invalid(
+                        "Cluster",
+                        "",
+                        vec![("name".into(), "Required value".into())],
+                    )
+                })?;
+                let h = sim.add_cluster(name, None).map_err(sim_error)?;
+                Ok(json_response(StatusCode::CREATED, &describe(&h, true)))
+            }
+            (&Method::GET, Some(n)) => {
+                let h = sim
+                    .cluster(n)
+                    .ok_or_else(|| ApiError::not_found("clusters.kube-sim", n))?;
+                Ok(json_response(StatusCode::OK, &describe(&h, true)))
+            }
+            (&Method::DELETE, Some(n)) => {
+                sim.remove_cluster(n).map_err(sim_error)?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"name": n, "deleted": true}),
+                ))
             }
             _ => Err(ApiError::method_not_allowed()),
         }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -23,6 +23,9 @@ pub enum TlsError {
     /// The client verifier could not be built.
     #[error("client verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// A PEM certificate did not parse.
+    #[error("PEM certificate: {0}")]
+    Pem(String),
 }
 
 /// A PEM certificate and its PEM (PKCS#8) private key.
@@ -38,7 +41,9 @@ pub struct CertAndKey {
 
 /// A cluster's CA.
 pub struct ClusterCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
     key_pem: String,
 }
 
@@ -55,16 +60,28 @@ impl ClusterCa {
         p.distinguished_name
             .push(DnType::CommonName, format!("kube-sim-ca-{cluster}"));
         let key = KeyPair::generate()?;
-        let key_pem = key.serialize_pem();
+        let cert = p.self_signed(&key)?;
+        Self::from_pem(&cert.pem(), &key.serialize_pem())
+    }
+
+    /// A CA from a certificate and key in PEM, such as a `<cluster>-ca`
+    /// Secret's `tls.crt` and `tls.key`.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        let cert_der = rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| TlsError::Pem(e.to_string()))?;
         Ok(Self {
-            issuer: CertifiedIssuer::self_signed(p, key)?,
-            key_pem,
+            issuer,
+            cert_pem: cert_pem.to_owned(),
+            cert_der,
+            key_pem: key_pem.to_owned(),
         })
     }
 
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> String {
-        self.issuer.pem()
+        self.cert_pem.clone()
     }
 
     /// The CA private key, PEM (for `<cluster>-ca` Secrets).
@@ -130,7 +147,7 @@ impl ClusterCa {
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone())?;
+        roots.add(self.cert_der.clone())?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .allow_unauthenticated()
