@@ -167,6 +167,39 @@ fn metadata_causes(info: &ResourceInfo, obj: &Value) -> Causes {
             }
         }
     }
+    if let Some(refs) = meta.get("ownerReferences").and_then(Value::as_array) {
+        for (i, r) in refs.iter().enumerate() {
+            for f in ["apiVersion", "kind", "name", "uid"] {
+                if r.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    causes.push((
+                        format!("metadata.ownerReferences[{i}].{f}"),
+                        "Required value".into(),
+                    ));
+                }
+            }
+        }
+        let controllers = refs.iter().filter(|r| r["controller"] == true).count();
+        if controllers > 1 {
+            causes.push((
+                "metadata.ownerReferences".into(),
+                "Invalid value: only one reference can have Controller set to true".into(),
+            ));
+        }
+    }
+    for (i, f) in meta
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if !f.as_str().is_some_and(is_qualified_name) {
+            causes.push((
+                format!("metadata.finalizers[{i}]"),
+                format!("Invalid value: {f}: name part must consist of alphanumeric characters, '-', '_' or '.'"),
+            ));
+        }
+    }
     if let Some(annotations) = meta.get("annotations").and_then(Value::as_object) {
         let size: usize = annotations
             .iter()
@@ -467,6 +500,22 @@ mod tests {
             .map(|c| c["field"].as_str().unwrap())
             .collect();
         assert_eq!(fields, ["metadata.name", "metadata.labels"]);
+        let mut two = json!({"metadata": {"name": "x", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "A", "name": "a", "uid": "1", "controller": true},
+            {"apiVersion": "v1", "kind": "B", "name": "b", "uid": "", "controller": true}
+        ]}});
+        let e = admit(&info("", "configmaps"), &mut two, None, &mut a, false).unwrap_err();
+        assert!(
+            e.message
+                .contains("metadata.ownerReferences[1].uid: Required value"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("only one reference can have Controller"),
+            "{}",
+            e.message
+        );
         let mut role = json!({"metadata": {"name": "system:controller:x"}});
         admit(
             &info("rbac.authorization.k8s.io", "clusterroles"),
