@@ -1191,3 +1191,212 @@ async fn child_clusters_can_be_created_over_http() {
     c.request::<serde_json::Value>(del).await.unwrap();
     assert!(sim.cluster("child-a").is_none());
 }
+
+/// Behaviours a review against the real apiserver found missing, one check each.
+#[tokio::test]
+async fn apiserver_rules_found_in_review() {
+    let (_sim, h, c) = start(SimConfig::default()).await;
+    install_crds(&c).await;
+    let api = dynamic(
+        &c,
+        "bootstrap.cluster.x-k8s.io",
+        "v1beta2",
+        "K0sWorkerConfig",
+        "k0sworkerconfigs",
+        "default",
+    );
+    let w: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "K0sWorkerConfig",
+        "metadata": {"name": "w"}, "spec": {"version": "v1.33.1+k0s.0"}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &w).await.unwrap();
+
+    // Status applies own their fields: a field no longer applied goes.
+    let status = |fields: serde_json::Value| json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "K0sWorkerConfig", "metadata": {"name": "w"}, "status": fields});
+    api.patch_status(
+        "w",
+        &PatchParams::apply("drover"),
+        &Patch::Apply(status(json!({"dataSecretName": "w", "ready": true}))),
+    )
+    .await
+    .unwrap();
+    let after = api
+        .patch_status(
+            "w",
+            &PatchParams::apply("drover"),
+            &Patch::Apply(status(json!({"dataSecretName": "w"}))),
+        )
+        .await
+        .unwrap();
+    assert!(
+        after.data["status"].get("ready").is_none(),
+        "{}",
+        after.data["status"]
+    );
+    let mf = after.metadata.managed_fields.clone().unwrap();
+    assert!(
+        mf.iter().any(|e| e.manager.as_deref() == Some("drover")
+            && e.subresource.as_deref() == Some("status")),
+        "{mf:?}"
+    );
+
+    // A main-resource write ignores status, so a junk status neither fails nor gets owned.
+    let mut junk = after.clone();
+    junk.data["status"] = json!({"dataSecretName": 5});
+    let replaced = api
+        .replace(
+            "w",
+            &PostParams {
+                field_manager: Some("editor".into()),
+                ..Default::default()
+            },
+            &junk,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["status"]["dataSecretName"], "w");
+
+    // Creating with a resourceVersion is an error.
+    let mut with_rv = w.clone();
+    with_rv.metadata.name = Some("w2".into());
+    with_rv.metadata.resource_version = Some("5".into());
+    assert_eq!(
+        code(
+            api.create(&PostParams::default(), &with_rv)
+                .await
+                .unwrap_err()
+        ),
+        500
+    );
+    // Apply needs apiVersion and kind, and honours a resourceVersion.
+    let bare = json!({"metadata": {"name": "w"}, "spec": {"version": "v1.34.0+k0s.0"}});
+    assert_eq!(
+        code(
+            api.patch("w", &PatchParams::apply("drover"), &Patch::Apply(bare))
+                .await
+                .unwrap_err()
+        ),
+        400
+    );
+    let stale = json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "K0sWorkerConfig", "metadata": {"name": "w", "resourceVersion": created.metadata.resource_version}, "spec": {"version": "v1.34.0+k0s.0"}});
+    assert_eq!(
+        code(
+            api.patch("w", &PatchParams::apply("drover"), &Patch::Apply(stale))
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+
+    // Marking for deletion bumps the generation.
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["drover.example/x"]}})),
+    )
+    .await
+    .unwrap();
+    let before = api.get("w").await.unwrap().metadata.generation.unwrap();
+    let marked = api
+        .delete("w", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(marked.metadata.generation, Some(before + 1));
+
+    // A subresource cannot be deleted.
+    let del_status = http::Request::delete(
+        "/apis/bootstrap.cluster.x-k8s.io/v1beta2/namespaces/default/k0sworkerconfigs/w/status",
+    )
+    .body(Vec::new())
+    .unwrap();
+    assert_eq!(
+        code(
+            c.request::<serde_json::Value>(del_status)
+                .await
+                .unwrap_err()
+        ),
+        405
+    );
+
+    // Owner references: checked on updates too, and by namespace, kind and name.
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let sys: Api<ConfigMap> = Api::namespaced(c.clone(), "kube-system");
+    let other_ns_owner = sys
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
+    let mut cross = cm("cross", &[]);
+    cross.metadata.owner_references = Some(serde_json::from_value(json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": other_ns_owner.metadata.uid}])).unwrap());
+    cms.create(&PostParams::default(), &cross).await.unwrap();
+    assert!(
+        wait_until(|| async { cms.get_opt("cross").await.unwrap().is_none() }).await,
+        "an owner in another namespace does not count"
+    );
+    cms.create(&PostParams::default(), &cm("later", &[]))
+        .await
+        .unwrap();
+    cms.patch("later", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "ghost", "uid": "11111111-1111-1111-1111-111111111111"}]}}))).await.unwrap();
+    assert!(
+        wait_until(|| async { cms.get_opt("later").await.unwrap().is_none() }).await,
+        "owner references added later are checked"
+    );
+
+    // A watch from a resourceVersion this cluster never had is 504.
+    let future = (h.cluster.resource_version() + 1000).to_string();
+    let events: Vec<_> = cms
+        .watch(&WatchParams::default().timeout(2), &future)
+        .await
+        .unwrap()
+        .take(1)
+        .try_collect()
+        .await
+        .unwrap();
+    match &events[0] {
+        WatchEvent::Error(e) => assert_eq!(e.code, 504),
+        other => panic!("{other:?}"),
+    }
+
+    // Deleting a CRD deletes its custom resources first.
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &serde_json::from_value(json!({
+        "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "K0sWorkerConfig", "metadata": {"name": "w3"}, "spec": {}
+    })).unwrap()).await.unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(c.clone());
+    crds.delete(
+        "k0sworkerconfigs.bootstrap.cluster.x-k8s.io",
+        &DeleteParams::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_until(|| async {
+            crds.get_opt("k0sworkerconfigs.bootstrap.cluster.x-k8s.io")
+                .await
+                .unwrap()
+                .is_none()
+        })
+        .await
+    );
+    let crd = drover_shared::crds::drover_crds()
+        .into_iter()
+        .find(|c| c.spec.names.plural == "k0sworkerconfigs")
+        .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the old objects went with their CRD"
+    );
+}

@@ -37,13 +37,19 @@ impl Allocations {
 
     /// Frees a deleted Service's node ports.
     pub fn release(&mut self, svc: &Value) {
-        for p in node_ports(svc) {
-            self.node_ports.remove(&p);
+        self.release_ports(&node_ports(svc));
+    }
+
+    /// Frees node ports.
+    pub fn release_ports(&mut self, ports: &[i64]) {
+        for p in ports {
+            self.node_ports.remove(p);
         }
     }
 }
 
-fn node_ports(svc: &Value) -> Vec<i64> {
+/// The node ports an object (a Service) holds.
+pub fn node_ports(svc: &Value) -> Vec<i64> {
     svc.pointer("/spec/ports")
         .and_then(Value::as_array)
         .into_iter()
@@ -53,6 +59,9 @@ fn node_ports(svc: &Value) -> Vec<i64> {
 }
 
 type Causes = Vec<(String, String)>;
+
+/// The finalizer that holds a CRD until its custom resources are gone.
+pub const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 /// Defaults and validates `obj` for a write of `info`. `old` is the stored
 /// object on updates. Returns 422 with one cause per bad field.
@@ -385,6 +394,20 @@ fn service(obj: &mut Value, old: Option<&Value>, alloc: &mut Allocations, causes
             if !wants_node_ports {
                 continue;
             }
+            // An update that omits a port's nodePort keeps the one it had.
+            if pm.get("nodePort").is_none()
+                && let Some(prev) = old
+                    .and_then(|o| o.pointer("/spec/ports"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|o| {
+                        o.get("port") == pm.get("port") && o.get("protocol") == pm.get("protocol")
+                    })
+                    .and_then(|o| o.get("nodePort"))
+            {
+                pm.insert("nodePort".into(), prev.clone());
+            }
             match pm.get("nodePort").and_then(Value::as_i64) {
                 Some(np) if !(30000..=32767).contains(&np) => causes.push((
                     format!("spec.ports[{i}].nodePort"),
@@ -433,6 +456,17 @@ fn crd(obj: &mut Value, causes: &mut Causes) {
         .filter(|v| v.storage)
         .map(|v| v.name.as_str())
         .collect();
+    // The CRD goes only after its custom resources (see controllers).
+    if let Some(meta) = obj["metadata"].as_object_mut() {
+        let list = meta
+            .entry("finalizers")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(l) = list.as_array_mut()
+            && !l.iter().any(|f| f == CRD_CLEANUP_FINALIZER)
+        {
+            l.push(CRD_CLEANUP_FINALIZER.into());
+        }
+    }
     // The apiextensions controllers accept names and establish at once.
     obj["status"] = json!({
         "acceptedNames": obj["spec"]["names"].clone(),
@@ -486,6 +520,21 @@ mod tests {
         // An update keeps its own ports.
         let mut again = s1.clone();
         admit(&info("", "services"), &mut again, Some(&s1), &mut a, false).unwrap();
+        // An update that leaves nodePort out keeps the allocated one.
+        let mut omitted = s1.clone();
+        omitted["spec"]["ports"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("nodePort");
+        admit(
+            &info("", "services"),
+            &mut omitted,
+            Some(&s1),
+            &mut a,
+            false,
+        )
+        .unwrap();
+        assert_eq!(omitted["spec"]["ports"][1]["nodePort"], 30000);
     }
 
     #[test]

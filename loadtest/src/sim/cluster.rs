@@ -125,6 +125,8 @@ pub enum Housekeeping {
     CheckOwners(String),
     /// A namespace is terminating: empty it, then remove it.
     NamespaceTerminating(String),
+    /// A CRD is being deleted: delete its custom resources, then let it go.
+    CrdTerminating(String),
 }
 
 type ObjectRef = (Resource, Option<String>, String);
@@ -375,6 +377,13 @@ impl Cluster {
                 }
             }
         }
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(ApiError::resource_version_on_create());
+        }
         for f in ["resourceVersion", "uid", "creationTimestamp", "generation"] {
             meta.remove(f);
         }
@@ -387,6 +396,18 @@ impl Cluster {
         }
         if info.namespaced {
             require_live_namespace(st, t.namespace.as_deref().unwrap_or_default())?;
+        }
+        if info.custom {
+            let crd = st.store.get(&crd_resource(), None, &info.qualified());
+            if crd.is_ok_and(|c| c["metadata"].get("deletionTimestamp").is_some()) {
+                return Err(ApiError {
+                    code: 405,
+                    reason: "MethodNotAllowed",
+                    message: "create not allowed while custom resource definition is terminating"
+                        .into(),
+                    details: None,
+                });
+            }
         }
         admission::admit(info, &mut obj, None, &mut st.alloc, opts.strict)?;
         let now = now();
@@ -405,12 +426,18 @@ impl Cluster {
         }
         let uid = uuid::Uuid::new_v4().to_string();
         let res = info.resource();
+        let reserved = admission::node_ports(&obj);
         let created = if opts.dry_run {
             st.store
-                .dry_run(|s| s.create(&res, info.rules(), obj, &uid, &now))?
+                .dry_run(|s| s.create(&res, info.rules(), obj, &uid, &now))
         } else {
-            st.store.create(&res, info.rules(), obj, &uid, &now)?
+            st.store.create(&res, info.rules(), obj, &uid, &now)
         };
+        // Node ports reserved by admission stay only with a stored object.
+        if created.is_err() || opts.dry_run {
+            st.alloc.release_ports(&reserved);
+        }
+        let created = created?;
         self.after_write(st);
         Ok(created)
     }
@@ -475,7 +502,11 @@ impl Cluster {
         if sub == Subresource::Status {
             let status = obj.get("status").cloned();
             let rv = obj.pointer("/metadata/resourceVersion").cloned();
+            let managed = obj.pointer("/metadata/managedFields").cloned();
             obj = (*old).clone();
+            if applied && let Some(m) = managed {
+                obj["metadata"]["managedFields"] = m;
+            }
             match status {
                 Some(s) => obj["status"] = s,
                 None => {
@@ -491,6 +522,17 @@ impl Cluster {
                 }
             }
         }
+        if sub == Subresource::Main && info.status_subresource {
+            // Main-resource writes cannot change status: it is reset before
+            // validation and field ownership, as the apiserver does.
+            match old.get("status") {
+                Some(s) => obj["status"] = s.clone(),
+                None => {
+                    obj.as_object_mut().map(|o| o.remove("status"));
+                }
+            }
+        }
+        let old_ports = admission::node_ports(&old);
         admission::admit(info, &mut obj, Some(&old), &mut st.alloc, opts.strict)?;
         let now = now();
         if !applied {
@@ -505,12 +547,22 @@ impl Cluster {
                 },
             );
         }
+        let new_ports = admission::node_ports(&obj);
         let updated = if opts.dry_run {
-            st.store
-                .dry_run(|s| s.update(&res, info.rules(), sub, obj))?
+            st.store.dry_run(|s| s.update(&res, info.rules(), sub, obj))
         } else {
-            st.store.update(&res, info.rules(), sub, obj)?
+            st.store.update(&res, info.rules(), sub, obj)
         };
+        // Ports the write gave up are free once it is stored; ports it took
+        // are free again if it was not.
+        let (kept, freed) = if updated.is_ok() && !opts.dry_run {
+            (new_ports, old_ports)
+        } else {
+            (old_ports, new_ports)
+        };
+        let freed: Vec<i64> = freed.into_iter().filter(|p| !kept.contains(p)).collect();
+        st.alloc.release_ports(&freed);
+        let updated = updated?;
         self.after_write(st);
         Ok(updated)
     }
@@ -552,6 +604,15 @@ impl Cluster {
                     )
                 })?;
                 let mut applied = expect_object(body)?;
+                let want_av = t.info.api_version();
+                if applied["apiVersion"].as_str().is_none_or(str::is_empty)
+                    || applied["kind"].as_str().is_none_or(str::is_empty)
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "Incorrect version specified in apply patch. Specified patch version: {}, expected: {want_av}",
+                        applied["apiVersion"].as_str().unwrap_or_default()
+                    )));
+                }
                 check_type_meta(&t.info, &mut applied)?;
                 set_namespace(t, &mut applied)?;
                 let applied_name = applied["metadata"]["name"].as_str().unwrap_or_default();
@@ -567,7 +628,7 @@ impl Cluster {
                     api_version: &t.info.api_version(),
                     now: &now,
                 };
-                let result = apply::apply(current.as_deref(), &applied, writer, opts.force)
+                let mut result = apply::apply(current.as_deref(), &applied, writer, opts.force)
                     .map_err(|c| {
                         ApiError::apply_conflict(
                             &t.info.qualified(),
@@ -576,6 +637,13 @@ impl Cluster {
                             c,
                         )
                     })?;
+                // An applied resourceVersion is a precondition.
+                if let Some(rv) = applied
+                    .pointer("/metadata/resourceVersion")
+                    .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+                {
+                    result["metadata"]["resourceVersion"] = rv.clone();
+                }
                 if current.is_none() {
                     let created = self.create_locked(&mut st, t, result, opts, true)?;
                     return Ok((output(&t.info, &created), true));
@@ -657,6 +725,9 @@ impl Cluster {
     /// DELETE of one object. Returns the answer body (the object, or a
     /// Success Status for built-in kinds removed at once).
     pub fn delete(&self, t: &Target, opts: &DeleteOptions) -> Result<Arc<Value>, ApiError> {
+        if t.subresource.is_some() {
+            return Err(ApiError::method_not_allowed());
+        }
         let name = name_of(t)?;
         let res = t.info.resource();
         let ns = t.namespace.as_deref();
@@ -798,7 +869,18 @@ impl Cluster {
                             .or_default()
                             .insert(uid.clone());
                     }
-                    if !owners.is_empty() && ev.kind == EventType::Added {
+                    let prev_owners: Vec<&str> = ev
+                        .prev
+                        .iter()
+                        .flat_map(|p| {
+                            p["metadata"]["ownerReferences"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                        })
+                        .filter_map(|o| o["uid"].as_str())
+                        .collect();
+                    if owners.iter().any(|o| !prev_owners.contains(&o.as_str())) {
                         let _ = self
                             .housekeeping
                             .send(Housekeeping::CheckOwners(uid.clone()));
@@ -807,11 +889,16 @@ impl Cluster {
                         let _ = self
                             .housekeeping
                             .send(Housekeeping::OwnerChanged(uid.clone()));
+                        let n = obj["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
                         if ev.resource == Resource::new("", "namespaces") {
-                            let n = obj["metadata"]["name"].as_str().unwrap_or_default();
                             let _ = self
                                 .housekeeping
-                                .send(Housekeeping::NamespaceTerminating(n.to_owned()));
+                                .send(Housekeeping::NamespaceTerminating(n));
+                        } else if is_crd {
+                            let _ = self.housekeeping.send(Housekeeping::CrdTerminating(n));
                         }
                     }
                     if is_crd && !deleting {

@@ -35,6 +35,7 @@ pub async fn run(
             Housekeeping::OwnerChanged(uid) => owner_changed(&cluster, uid),
             Housekeeping::CheckOwners(uid) => check_owners(&cluster, uid),
             Housekeeping::NamespaceTerminating(ns) => namespace(&cluster, ns),
+            Housekeeping::CrdTerminating(name) => crd(&cluster, name),
         };
         if again {
             cluster.requeue(work, Duration::from_millis(100));
@@ -50,27 +51,44 @@ fn lookup(cluster: &Cluster, uid: &str) -> Option<(ObjectRef, Arc<Value>)> {
     })
 }
 
-fn owner_uids(obj: &Value) -> Vec<String> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["uid"].as_str().map(str::to_owned))
-        .collect()
-}
-
 fn has_finalizer(obj: &Value, f: &str) -> bool {
     obj["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|l| l.iter().any(|x| x == f))
 }
 
+/// Whether an owner reference names an object that exists: same uid, kind
+/// and name, in the dependent's namespace (or cluster-scoped), as the real
+/// garbage collector checks. A reference with a right uid but a wrong
+/// namespace, kind or name is dangling.
+fn owner_exists(cluster: &Cluster, dep: &ObjectRef, oref: &Value) -> bool {
+    let Some(uid) = oref["uid"].as_str() else {
+        return false;
+    };
+    let Some((res, ns, name)) = cluster.with_state(|st| st.by_uid.get(uid).cloned()) else {
+        return false;
+    };
+    let kind_ok = cluster
+        .registry()
+        .all()
+        .any(|i| i.resource() == res && oref["kind"].as_str() == Some(i.kind.as_str()));
+    let ns_ok = ns.is_none() || ns == dep.1;
+    kind_ok && ns_ok && oref["name"].as_str() == Some(name.as_str())
+}
+
+fn owner_refs(obj: &Value) -> Vec<Value> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Drops owner references to `gone` from `dependent`, or deletes it when it
 /// has no live owner left. Returns whether the dependent was deleted.
 fn collect_dependent(cluster: &Cluster, dep: &ObjectRef, dep_obj: &Value, gone: &str) -> bool {
-    let live = owner_uids(dep_obj)
+    let live = owner_refs(dep_obj)
         .iter()
-        .any(|u| u != gone && cluster.with_state(|st| st.by_uid.contains_key(u)));
+        .any(|o| o["uid"] != gone && owner_exists(cluster, dep, o));
     if live {
         let _ = cluster.controller_update(dep, false, "generic-garbage-collector", |o| {
             if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
@@ -148,9 +166,10 @@ fn check_owners(cluster: &Cluster, uid: &str) -> bool {
     let Some((r, obj)) = lookup(cluster, uid) else {
         return false;
     };
-    for owner in owner_uids(&obj) {
-        if !cluster.with_state(|st| st.by_uid.contains_key(&owner)) {
-            collect_dependent(cluster, &r, &obj, &owner);
+    for oref in owner_refs(&obj) {
+        if !owner_exists(cluster, &r, &oref) {
+            let uid = oref["uid"].as_str().unwrap_or_default().to_owned();
+            collect_dependent(cluster, &r, &obj, &uid);
             return false;
         }
     }
@@ -170,4 +189,31 @@ fn namespace(cluster: &Cluster, ns: &str) -> bool {
         let _ = cluster.controller_delete(r, Propagation::Background);
     }
     !cluster.finish_namespace(ns).unwrap_or(false)
+}
+
+/// Deletes the custom resources of a CRD being deleted, then releases the
+/// CRD's cleanup finalizer. Returns whether to look again.
+fn crd(cluster: &Cluster, name: &str) -> bool {
+    let crd_ref = (super::resources::crd_resource(), None, name.to_owned());
+    let Some(crd) = cluster.with_state(|st| st.store.get(&crd_ref.0, None, name).ok()) else {
+        return false;
+    };
+    let group = crd["spec"]["group"].as_str().unwrap_or_default();
+    let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default();
+    let res = Resource::new(group, plural);
+    let remaining: Vec<ObjectRef> = cluster.with_state(|st| {
+        st.by_uid
+            .values()
+            .filter(|(r, _, _)| *r == res)
+            .cloned()
+            .collect()
+    });
+    for r in &remaining {
+        let _ = cluster.controller_delete(r, Propagation::Background);
+    }
+    if remaining.is_empty() {
+        let _ = cluster.remove_finalizer(&crd_ref, super::admission::CRD_CLEANUP_FINALIZER);
+        return false;
+    }
+    true
 }

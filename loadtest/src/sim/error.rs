@@ -167,6 +167,29 @@ impl ApiError {
         e
     }
 
+    /// 504 Timeout: a resourceVersion newer than the server has (for
+    /// example one from another cluster).
+    pub fn too_large_resource_version(asked: u64, current: u64) -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {asked}, current: {current}"),
+        );
+        e.details = Some(
+            json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+        );
+        e
+    }
+
+    /// 500 for a create that carries a resourceVersion.
+    pub fn resource_version_on_create() -> Self {
+        Self::new(
+            500,
+            "InternalError",
+            "resourceVersion should not be set on objects to be created",
+        )
+    }
+
     /// 429 TooManyRequests (fault injection).
     pub fn too_many_requests() -> Self {
         Self::new(

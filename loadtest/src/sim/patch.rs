@@ -213,8 +213,8 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
 /// Strategic merge patch, approximated: a merge patch whose lists with a
 /// known merge key merge item by item (`$patch: delete` removes an item),
 /// whose `finalizers` merge as a set, and whose `$patch: replace` on a map
-/// replaces it. `$retainKeys`, `$setElementOrder` and
-/// `$deleteFromPrimitiveList` are accepted and ignored.
+/// replaces it; `$deleteFromPrimitiveList/<field>` removes values from a
+/// list of scalars. `$retainKeys` and `$setElementOrder` are accepted and ignored.
 pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
     smp(target, patch);
 }
@@ -234,8 +234,18 @@ fn smp(target: &mut Value, patch: &Value) {
         *target = Value::Object(Map::new());
     }
     let t = target.as_object_mut().expect("made an object above");
+    // `$deleteFromPrimitiveList/<field>`: remove these values from a list of
+    // scalars (kubectl edit removing a finalizer sends this).
     for (k, v) in p {
-        // Directives ($retainKeys, $setElementOrder/..., ...) are not data.
+        if let (Some(field), Some(gone)) =
+            (k.strip_prefix("$deleteFromPrimitiveList/"), v.as_array())
+            && let Some(Value::Array(list)) = t.get_mut(field)
+        {
+            list.retain(|x| !gone.contains(x));
+        }
+    }
+    for (k, v) in p {
+        // Other directives ($retainKeys, $setElementOrder/...) are not data.
         if k.starts_with('$') {
             continue;
         }
@@ -392,6 +402,12 @@ mod tests {
                 {"name": "c", "image": "c:1"}
             ]}}}, "metadata": {"finalizers": ["f1", "f2"]}})
         );
+        let mut t = json!({"metadata": {"finalizers": ["a", "b"]}});
+        strategic_merge_patch(
+            &mut t,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
+        assert_eq!(t, json!({"metadata": {"finalizers": ["b"]}}));
         // Lists without a merge key are replaced.
         let mut t = json!({"spec": {"args": ["a", "b"]}});
         strategic_merge_patch(&mut t, &json!({"spec": {"args": ["c"]}}));

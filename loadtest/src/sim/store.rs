@@ -195,10 +195,7 @@ impl Store {
         let mut obj = (*current).clone();
         edit(&mut obj);
         self.rv += 1;
-        let m = meta_mut(&mut obj);
-        m.insert("deletionTimestamp".into(), now.into());
-        m.insert("deletionGracePeriodSeconds".into(), 0.into());
-        m.insert("resourceVersion".into(), self.rv.to_string().into());
+        mark(meta_mut(&mut obj), now, self.rv);
         Ok(self.put(
             res,
             ns.map(str::to_owned),
@@ -311,6 +308,7 @@ impl Store {
             // Status writes change only status.
             Subresource::Status => {
                 let status = obj.get("status").cloned();
+                let managed = obj.pointer("/metadata/managedFields").cloned();
                 obj = (*current).clone();
                 match status {
                     Some(s) => obj["status"] = s,
@@ -318,6 +316,12 @@ impl Store {
                         obj.as_object_mut().map(|o| o.remove("status"));
                     }
                 }
+                // Field ownership of status writes is recorded too.
+                let meta = meta_mut(&mut obj);
+                match managed {
+                    Some(m) => meta.insert("managedFields".into(), m),
+                    None => meta.remove("managedFields"),
+                };
             }
             // Main writes keep the stored status when there is a status subresource.
             Subresource::Main if rules.status_subresource => match current.get("status") {
@@ -437,10 +441,7 @@ impl Store {
             }
             let mut obj = (*current).clone();
             self.rv += 1;
-            let m = meta_mut(&mut obj);
-            m.insert("deletionTimestamp".into(), now.into());
-            m.insert("deletionGracePeriodSeconds".into(), 0.into());
-            m.insert("resourceVersion".into(), self.rv.to_string().into());
+            mark(meta_mut(&mut obj), now, self.rv);
             return Ok((
                 self.put(res, ns.map(str::to_owned), k, obj, EventType::Modified),
                 false,
@@ -513,6 +514,9 @@ impl Store {
     /// Events after `rv`, oldest first, or 410 Gone when `rv` is older than
     /// the retained history (the client must re-list).
     pub fn events_since(&self, rv: u64) -> Result<Vec<WatchEvent>, ApiError> {
+        if rv > self.rv {
+            return Err(ApiError::too_large_resource_version(rv, self.rv));
+        }
         let oldest_known = self.history.front().map_or(self.rv, |e| e.rv - 1);
         if rv < oldest_known {
             return Err(ApiError::gone(format!(
@@ -625,6 +629,16 @@ fn ns_name(obj: &Value, rules: ResourceRules) -> Result<(Option<String>, String)
         (true, Some(ns)) => Ok((Some(ns.to_owned()), name.to_owned())),
         (false, _) => Ok((None, name.to_owned())),
     }
+}
+
+/// Marks metadata as being deleted, as the apiserver's `markAsDeleting`
+/// does: deletionTimestamp, a zero grace period, and a generation bump.
+fn mark(m: &mut Map<String, Value>, now: &str, rv: u64) {
+    m.insert("deletionTimestamp".into(), now.into());
+    m.insert("deletionGracePeriodSeconds".into(), 0.into());
+    m.insert("resourceVersion".into(), rv.to_string().into());
+    let generation = m.get("generation").and_then(Value::as_i64).unwrap_or(0);
+    m.insert("generation".into(), (generation + 1).into());
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
