@@ -456,6 +456,13 @@ impl Store {
     /// Lists objects of `res`, optionally in one namespace, filtered by
     /// selectors, `limit` at a time. `continue_token` resumes after the key
     /// the previous page ended at.
+    ///
+    /// Every page reports the first page's resourceVersion (carried in the
+    /// token), so a client that watches from it after the last page sees
+    /// every change made while it paged: the pages themselves show the
+    /// latest state, not a snapshot (see ARCHITECTURE.md). A token whose
+    /// resourceVersion has left the watch history is 410 Expired, as a real
+    /// apiserver's compacted continue token is.
     pub fn list(
         &self,
         res: &Resource,
@@ -465,9 +472,17 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<ListPage, ApiError> {
-        let start = match continue_token.filter(|t| !t.is_empty()) {
-            Some(t) => Some(decode_continue(t)?),
-            None => None,
+        let (start, list_rv) = match continue_token.filter(|t| !t.is_empty()) {
+            Some(t) => {
+                let (rv, key) = decode_continue(t)?;
+                if rv < self.oldest_resumable() {
+                    return Err(ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
+                }
+                (Some(key), rv)
+            }
+            None => (None, self.rv),
         };
         let mut items = Vec::new();
         let mut last = None;
@@ -501,12 +516,12 @@ impl Store {
             }
         }
         let continue_token = match (more, last) {
-            (true, Some(k)) => encode_continue(&k),
+            (true, Some(k)) => encode_continue(list_rv, &k),
             _ => String::new(),
         };
         Ok(ListPage {
             items,
-            resource_version: self.rv,
+            resource_version: list_rv,
             continue_token,
         })
     }
@@ -517,13 +532,18 @@ impl Store {
         if rv > self.rv {
             return Err(ApiError::too_large_resource_version(rv, self.rv));
         }
-        let oldest_known = self.history.front().map_or(self.rv, |e| e.rv - 1);
+        let oldest_known = self.oldest_resumable();
         if rv < oldest_known {
             return Err(ApiError::gone(format!(
                 "too old resource version: {rv} ({oldest_known})"
             )));
         }
         Ok(self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+    }
+
+    /// The oldest resourceVersion a watch can still resume from.
+    fn oldest_resumable(&self) -> u64 {
+        self.history.front().map_or(self.rv, |e| e.rv - 1)
     }
 
     /// Forgets the whole event history, so every resume point before now is
@@ -688,13 +708,13 @@ fn spec_changed(new: &Value, current: &Value, rules: ResourceRules) -> bool {
     !eq_ignoring(new, current, skip, &[])
 }
 
-fn encode_continue(k: &ObjectKey) -> String {
+fn encode_continue(rv: u64, k: &ObjectKey) -> String {
     // Opaque to clients; hex keeps it URL-safe without another dependency.
-    let raw = format!("{}\u{0}{}", k.0, k.1);
+    let raw = format!("{rv}\u{0}{}\u{0}{}", k.0, k.1);
     raw.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_continue(t: &str) -> Result<ObjectKey, ApiError> {
+fn decode_continue(t: &str) -> Result<(u64, ObjectKey), ApiError> {
     let bad = || ApiError::bad_request(format!("invalid continue token {t:?}"));
     if !t.len().is_multiple_of(2) {
         return Err(bad());
@@ -704,8 +724,12 @@ fn decode_continue(t: &str) -> Result<ObjectKey, ApiError> {
         .map(|i| u8::from_str_radix(&t[i..i + 2], 16))
         .collect();
     let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
-    let (ns, name) = raw.split_once('\u{0}').ok_or_else(bad)?;
-    Ok((ns.to_owned(), name.to_owned()))
+    let mut parts = raw.splitn(3, '\u{0}');
+    let (Some(rv), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let rv = rv.parse::<u64>().map_err(|_| bad())?;
+    Ok((rv, (ns.to_owned(), name.to_owned())))
 }
 
 #[cfg(test)]

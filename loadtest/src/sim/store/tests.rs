@@ -297,3 +297,61 @@ fn namespaced_lists_see_only_their_namespace_across_pages() {
         9
     );
 }
+
+#[test]
+fn continued_pages_report_the_first_pages_version_and_expire_with_history() {
+    let mut s = Store::new(3);
+    for i in 0..4 {
+        s.create(
+            &res(),
+            CRD,
+            obj(&format!("o{i}"), json!({})),
+            &format!("u{i}"),
+            "t",
+        )
+        .unwrap();
+    }
+    let (all, none) = (LabelSelector::default(), FieldSelector::default());
+    let first = s.list(&res(), None, &all, &none, Some(2), None).unwrap();
+    let first_rv = first.resource_version;
+    // A change between pages: the next page shows it, but reports the first
+    // page's version so a watch from there replays the change.
+    s.create(&res(), CRD, obj("o9", json!({})), "u9", "t")
+        .unwrap();
+    let second = s
+        .list(
+            &res(),
+            None,
+            &all,
+            &none,
+            Some(10),
+            Some(&first.continue_token),
+        )
+        .unwrap();
+    assert_eq!(second.resource_version, first_rv);
+    assert_eq!(second.items.len(), 3);
+    let replay = s.events_since(first_rv).unwrap();
+    assert_eq!(replay.len(), 1);
+    // Once that version has left the history, the token is 410.
+    for i in 10..14 {
+        s.create(
+            &res(),
+            CRD,
+            obj(&format!("o{i}"), json!({})),
+            &format!("u{i}"),
+            "t",
+        )
+        .unwrap();
+    }
+    let err = s
+        .list(
+            &res(),
+            None,
+            &all,
+            &none,
+            Some(2),
+            Some(&first.continue_token),
+        )
+        .unwrap_err();
+    assert_eq!(err.code, 410);
+}
