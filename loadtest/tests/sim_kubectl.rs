@@ -157,8 +157,6 @@ async fn apply_crds_and_examples_then_read_them_back() {
 #[tokio::test]
 async fn patch_merge_and_json() {
     let (_sim, k, dir) = setup().await;
-    // `kubectl create configmap` sends protobuf, which the sim does not
-    // decode (see ARCHITECTURE.md); apply sends JSON.
     let p = write(
         dir.path(),
         "p.yaml",
@@ -333,4 +331,45 @@ async fn wait_for_a_condition() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+}
+
+#[tokio::test]
+async fn typed_create_commands_send_protobuf() {
+    let (_sim, k, dir) = setup().await;
+    let key = write(dir.path(), "id", "ssh-key-bytes\n");
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "edge-ssh-key",
+        &format!("--from-file=value={key}"),
+        "--type=cluster.x-k8s.io/secret",
+    ])
+    .await;
+    k.ok(&["create", "configmap", "c", "--from-literal=a=1"])
+        .await;
+    k.ok(&["create", "namespace", "team-a"]).await;
+    let data = k
+        .ok(&[
+            "get",
+            "secret",
+            "edge-ssh-key",
+            "-o",
+            "jsonpath={.type} {.data.value}",
+        ])
+        .await;
+    assert_eq!(data, "cluster.x-k8s.io/secret c3NoLWtleS1ieXRlcwo=");
+    assert_eq!(
+        k.ok(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]).await,
+        "1"
+    );
+    assert_eq!(
+        k.ok(&["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"])
+            .await,
+        "Active"
+    );
+    // Other kinds in protobuf are refused with a message that says what to do.
+    let out = k.run(&["create", "deployment", "d", "--image=x"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kubectl apply -f"));
 }

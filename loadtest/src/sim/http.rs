@@ -435,6 +435,14 @@ async fn read_json(
     if body.is_empty() {
         return Ok(Value::Null);
     }
+    if content_type == "application/vnd.kubernetes.protobuf" {
+        return super::protobuf::decode(&body).map_err(|e| match e {
+            super::protobuf::ProtobufError::Unsupported(_) => {
+                ApiError::unsupported_media_type(e.to_string())
+            }
+            super::protobuf::ProtobufError::Malformed(_) => ApiError::bad_request(e.to_string()),
+        });
+    }
     if content_type.contains("protobuf") || content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - kube-sim accepts JSON only, not {content_type}"

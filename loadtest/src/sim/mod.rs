@@ -26,6 +26,7 @@ pub mod hosted;
 pub mod http;
 pub mod kubeconfig;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;
