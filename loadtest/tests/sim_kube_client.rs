@@ -924,6 +924,61 @@ async fn injected_faults() {
     let t = std::time::Instant::now();
     api.list(&ListParams::default()).await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(200));
+
+    // The same knobs over HTTP, for a sim in another process.
+    let put = |body: serde_json::Value| {
+        http::Request::put("/kube-sim/v1/faults")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    let now: serde_json::Value = c
+        .request(put(json!({"latencyMs": 0, "errorRate": 1.0})))
+        .await
+        .unwrap();
+    assert_eq!(now["errorRate"], 1.0);
+    assert_eq!(
+        code(api.list(&ListParams::default()).await.unwrap_err()),
+        500
+    );
+    c.request::<serde_json::Value>(put(json!({"errorRate": 0})))
+        .await
+        .unwrap();
+    api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        code(
+            c.request::<serde_json::Value>(put(json!({"errorRate": 2})))
+                .await
+                .unwrap_err()
+        ),
+        422
+    );
+    // Forced 410 for a watch resume.
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.create(&PostParams::default(), &cm("after", &[]))
+        .await
+        .unwrap();
+    c.request::<serde_json::Value>(put(json!({"expireHistory": true})))
+        .await
+        .unwrap();
+    let events: Vec<_> = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .take(1)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        matches!(&events[0], WatchEvent::Error(e) if e.code == 410),
+        "{events:?}"
+    );
 }
 
 async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {

@@ -50,6 +50,16 @@ impl Faults {
         self.watch_drop_after_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// The knobs as JSON (`GET /kube-sim/v1/faults`).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "latencyMs": self.latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            "errorRate": f64::from(self.error_5xx_ppm.load(Ordering::Relaxed)) / 1e6,
+            "throttleRate": f64::from(self.error_429_ppm.load(Ordering::Relaxed)) / 1e6,
+            "watchDropAfterMs": self.watch_drop_after_ms.load(Ordering::Relaxed),
+        })
+    }
+
     /// When watches are cut, if they are.
     pub fn watch_drop_after(&self) -> Option<Duration> {
         match self.watch_drop_after_ms.load(Ordering::Relaxed) {

@@ -56,7 +56,13 @@ impl Handler {
         if self.require_auth && !client_cert && !self.bearer_ok(&req) {
             return error(&ApiError::unauthorized());
         }
-        match self.faults.before_request(!is_watch(&req)).await {
+        // The sim's own control paths are never faulted, so faults can be lifted.
+        let fault = if path.starts_with("/kube-sim/") {
+            Fault::None
+        } else {
+            self.faults.before_request(!is_watch(&req)).await
+        };
+        match fault {
             Fault::None => {}
             Fault::Error(e) => {
                 let mut r = error(&e);
@@ -111,6 +117,15 @@ impl Handler {
             if let Some(doc) = doc {
                 return Ok(json_response(StatusCode::OK, &doc));
             }
+        }
+        if let ["kube-sim", "v1", "faults"] = segs.as_slice() {
+            let method = req.method().clone();
+            let body = if method == Method::PUT {
+                read_json(req, "application/json", false).await?
+            } else {
+                Value::Null
+            };
+            return self.faults_api(&method, &body);
         }
         if let ["kube-sim", "v1", "clusters", rest @ ..] = segs.as_slice() {
             let method = req.method().clone();
@@ -223,6 +238,55 @@ impl Handler {
             }
             _ => Err(ApiError::method_not_allowed()),
         }
+    }
+
+    /// `/kube-sim/v1/faults`: this cluster's fault injection, for load tests
+    /// that run the sim as a separate process. PUT sets the fields given
+    /// (`latencyMs`, `errorRate`, `throttleRate`, `watchDropAfterMs` (0: off),
+    /// `historyLimit`, `expireHistory: true`); GET reads them.
+    fn faults_api(&self, method: &Method, body: &Value) -> Result<Response<Body>, ApiError> {
+        if method == Method::PUT {
+            let num = |k: &str| body.get(k).and_then(Value::as_f64);
+            let bad = |k: &str| {
+                ApiError::invalid(
+                    "Faults",
+                    "",
+                    vec![(k.into(), "Invalid value: must be a number in range".into())],
+                )
+            };
+            if let Some(ms) = num("latencyMs") {
+                if ms < 0.0 {
+                    return Err(bad("latencyMs"));
+                }
+                self.faults
+                    .set_latency(Duration::from_secs_f64(ms / 1000.0));
+            }
+            for (k, set) in [
+                ("errorRate", Faults::set_error_rate as fn(&Faults, f64)),
+                ("throttleRate", Faults::set_throttle_rate),
+            ] {
+                if let Some(r) = num(k) {
+                    if !(0.0..=1.0).contains(&r) {
+                        return Err(bad(k));
+                    }
+                    set(&self.faults, r);
+                }
+            }
+            if let Some(ms) = num("watchDropAfterMs") {
+                self.faults
+                    .set_watch_drop_after((ms > 0.0).then(|| Duration::from_secs_f64(ms / 1000.0)));
+            }
+            if let Some(n) = body.get("historyLimit").and_then(Value::as_u64) {
+                self.cluster
+                    .set_history_limit(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            if body.get("expireHistory") == Some(&Value::Bool(true)) {
+                self.cluster.expire_history();
+            }
+        } else if method != Method::GET {
+            return Err(ApiError::method_not_allowed());
+        }
+        Ok(json_response(StatusCode::OK, &self.faults.describe()))
     }
 
     /// `/kube-sim/v1/clusters[/{name}]`: list, create (`{"name": ...}`),
