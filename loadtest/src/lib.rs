@@ -5,11 +5,14 @@
 //!
 //! - [`sim`]: kube-sim. Pure parts first ([`sim::store`], [`sim::selector`],
 //!   [`sim::patch`], [`sim::apply`], [`sim::admission`], [`sim::resources`],
-//!   [`sim::error`]), then [`sim::cluster`] (the REST verbs behind one lock
-//!   per cluster), [`sim::watch`], [`sim::controllers`] (garbage collector,
-//!   namespace controller), and the I/O: [`sim::http`], [`sim::discovery`],
-//!   [`sim::tls`], [`sim::kubeconfig`], [`sim::server`] (many clusters per
-//!   process, one port each) and [`sim::faults`].
+//!   [`sim::protobuf`], [`sim::error`]), then [`sim::cluster`] (the REST
+//!   verbs behind one lock per cluster), [`sim::watch`], the simulated
+//!   controllers ([`sim::controllers`]: garbage collector and namespaces;
+//!   [`sim::workloads`]: StatefulSets, Deployments, PVCs, load balancers;
+//!   [`sim::hosted`]: child clusters for hosted control planes), and the I/O:
+//!   [`sim::http`], [`sim::discovery`], [`sim::tls`], [`sim::kubeconfig`],
+//!   [`sim::server`] (many clusters per process, one port each) and
+//!   [`sim::faults`].
 //! - [`bench`]: `drover sim bench`.
 
 pub mod bench;
