@@ -13,7 +13,7 @@
 //!   [`sim::http`], [`sim::discovery`], [`sim::tls`], [`sim::kubeconfig`],
 //!   [`sim::server`] (many clusters per process, one port each) and
 //!   [`sim::faults`].
-//! - [`bench`]: `drover sim bench`.
+//! - [`bench`](mod@bench): `drover sim bench`.
 
 pub mod bench;
 pub mod sim;
