@@ -1455,3 +1455,66 @@ async fn apiserver_rules_found_in_review() {
         "the old objects went with their CRD"
     );
 }
+
+/// kube-rs's Recorder writes events.k8s.io Events; core-API readers
+/// (`kubectl describe`, `kubectl get events`) see them, as on a real cluster.
+#[tokio::test]
+async fn events_written_through_either_api_are_one_set() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    use kube::Resource as _;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let (_sim, _h, c) = start(SimConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let obj = cms
+        .create(&PostParams::default(), &cm("subject", &[]))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        c.clone(),
+        Reporter {
+            controller: "drover".into(),
+            instance: Some("drover-0".into()),
+        },
+    );
+    recorder
+        .publish(
+            &Event {
+                type_: EventType::Warning,
+                reason: "MissingSecret".into(),
+                note: Some("spec.files[0].contentFrom: secret \"x\" not found".into()),
+                action: "Render".into(),
+                secondary: None,
+            },
+            &obj.object_ref(&()),
+        )
+        .await
+        .unwrap();
+    let core: Api<CoreEvent> = Api::namespaced(c.clone(), "default");
+    let seen = core
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.name=subject,involvedObject.kind=ConfigMap"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.items.len(), 1);
+    assert_eq!(seen.items[0].reason.as_deref(), Some("MissingSecret"));
+    assert!(
+        seen.items[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("spec.files[0].contentFrom")
+    );
+    let new: Api<NewEvent> = Api::namespaced(c.clone(), "default");
+    let same = new
+        .list(&ListParams::default().fields("regarding.name=subject"))
+        .await
+        .unwrap();
+    assert_eq!(same.items.len(), 1);
+    assert_eq!(
+        same.items[0].reporting_controller.as_deref(),
+        Some("drover")
+    );
+}

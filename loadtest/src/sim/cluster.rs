@@ -340,6 +340,7 @@ impl Cluster {
         if t.subresource.is_some() {
             return Err(ApiError::method_not_allowed());
         }
+        let obj = stored_form(&t.info, obj);
         let mut st = self.lock();
         let created = self.create_locked(&mut st, t, obj, opts, false)?;
         Ok(output(&t.info, &created))
@@ -455,6 +456,7 @@ impl Cluster {
         }
         check_type_meta(&t.info, &mut obj)?;
         set_namespace(t, &mut obj)?;
+        let obj = stored_form(&t.info, obj);
         let name = name_of(t)?;
         let body_name = obj["metadata"]["name"].as_str().unwrap_or_default();
         if body_name != name {
@@ -615,6 +617,7 @@ impl Cluster {
                 }
                 check_type_meta(&t.info, &mut applied)?;
                 set_namespace(t, &mut applied)?;
+                let applied = stored_form(&t.info, applied);
                 let applied_name = applied["metadata"]["name"].as_str().unwrap_or_default();
                 if applied_name != name {
                     return Err(ApiError::bad_request(format!(
@@ -651,9 +654,11 @@ impl Cluster {
                 result
             }
             _ => {
-                let mut obj = (*current.expect("non-apply patches need the object")).clone();
+                // Patches apply to the object as this API shows it.
+                let current = current.expect("non-apply patches need the object");
+                let mut obj = (*output(&t.info, &current)).clone();
                 apply_patch(ty, &mut obj, &body)?;
-                obj
+                stored_form(&t.info, obj)
             }
         };
         for (field, want) in [
@@ -1174,6 +1179,9 @@ fn set_namespace(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
 /// The object as served at `info`'s version (a copy only when the stored
 /// version differs).
 pub(crate) fn output(info: &ResourceInfo, obj: &Arc<Value>) -> Arc<Value> {
+    if super::events::is_view(&info.group, &info.plural) {
+        return Arc::new(super::events::from_core(obj));
+    }
     let av = info.api_version();
     if obj["apiVersion"].as_str() == Some(av.as_str()) {
         return obj.clone();
@@ -1223,6 +1231,15 @@ impl serde::Serialize for ObjectList {
         let items: Vec<&Value> = self.items.iter().map(|a| &**a).collect();
         m.serialize_entry("items", &items)?;
         m.end()
+    }
+}
+
+/// The object as stored: events.k8s.io Events become core Events.
+fn stored_form(info: &ResourceInfo, obj: Value) -> Value {
+    if super::events::is_view(&info.group, &info.plural) {
+        super::events::to_core(&obj)
+    } else {
+        obj
     }
 }
 

@@ -420,6 +420,7 @@ fn list_query(t: &Target, q: &Query) -> Result<ListQuery, ApiError> {
     let extra: &[&str] = match (t.info.group.as_str(), t.info.kind.as_str()) {
         ("", "Pod") => &["spec.nodeName", "status.phase"],
         ("", "Secret") => &["type"],
+        // events.k8s.io selectors are rewritten to these core fields below.
         ("", "Event") | ("events.k8s.io", "Event") => &[
             "involvedObject.kind",
             "involvedObject.name",
@@ -435,7 +436,14 @@ fn list_query(t: &Target, q: &Query) -> Result<ListQuery, ApiError> {
     };
     Ok(ListQuery {
         labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
-        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or_default(), extra)?,
+        fields: {
+            let raw = q.get("fieldSelector").unwrap_or_default();
+            if super::events::is_view(&t.info.group, &t.info.plural) {
+                FieldSelector::parse(&super::events::field_selector_to_core(raw), extra)?
+            } else {
+                FieldSelector::parse(raw, extra)?
+            }
+        },
         limit: q
             .get("limit")
             .and_then(|l| l.parse::<usize>().ok())
@@ -663,6 +671,9 @@ impl Accept {
         // Bookmarks stay as they are (kind + resourceVersion only).
         obj.pointer("/metadata/uid")?;
         match self {
+            Self::Json if super::events::is_view(&t.info.group, &t.info.plural) => {
+                Some(super::events::from_core(obj))
+            }
             Self::Json if obj["apiVersion"].as_str() == Some(t.info.api_version().as_str()) => None,
             Self::Json => {
                 let mut v = obj.clone();

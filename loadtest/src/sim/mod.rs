@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod hosted;
 pub mod http;

@@ -68,6 +68,10 @@ pub struct ResourceInfo {
 impl ResourceInfo {
     /// The store key (group and plural; versions share storage).
     pub fn resource(&self) -> Resource {
+        // events.k8s.io Events are stored as the core Events they view.
+        if super::events::is_view(&self.group, &self.plural) {
+            return Resource::new("", "events");
+        }
         Resource::new(&self.group, &self.plural)
     }
 
