@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the CRDs generated from the API types, one YAML file each.
+    /// Write the CRDs generated from the API types, one YAML file each, and
+    /// the JSON schema of queue jobs (`jobs/job.schema.json`).
     Crds {
         /// Folder to write into: `crds/` (drover's kinds) and `capi/` (the
         /// CAPI core subset for the simulated API server) are created in it.

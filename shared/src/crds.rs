@@ -117,9 +117,13 @@ pub fn kustomization(crds: &[CustomResourceDefinition]) -> String {
     out
 }
 
-/// The files `drover crds` writes into `schemas/`: relative path and content.
+/// The files `drover crds` writes into `schemas/`: relative path and
+/// content. The CRDs, and the JSON schema of queue jobs.
 pub fn rendered_files() -> Result<Vec<(String, String)>, Error> {
-    let mut files = Vec::new();
+    let mut files = vec![(
+        "jobs/job.schema.json".to_owned(),
+        crate::jobs::schema_json(),
+    )];
     for (set, crds) in [(CrdSet::Drover, drover_crds()), (CrdSet::Capi, capi_crds())] {
         for crd in &crds {
             files.push((format!("{}/{}", set.dir(), file_name(crd)), to_yaml(crd)?));

@@ -12,6 +12,7 @@
 //!   pruning, as an API server applies them to custom resources.
 //! - [`conditions`], [`paused`], [`owners`]: the small helpers every provider
 //!   shares (conditions, the pause check, owner references).
+//! - [`jobs`]: the jobs the watcher queues for the workers, and their subjects.
 //! - [`manifests`]: parsing manifests and admitting them against the CRDs.
 //! - [`labels`]: label, annotation and finalizer names.
 //! - [`error`]: this crate's error type.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod conditions;
 pub mod crds;
 pub mod error;
+pub mod jobs;
 pub mod labels;
 pub mod manifests;
 pub mod owners;
