@@ -147,6 +147,10 @@ pub struct Job {
     pub kind: JobKind,
     /// The object.
     pub object: ObjectRef,
+    /// The CAPI cluster the object belongs to (`cluster.x-k8s.io/cluster-name`),
+    /// for `drover jobs dead --cluster` and replays by cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Why.
     pub cause: Cause,
     /// Failed attempts so far (waiting, "run again after D", does not count).
@@ -252,6 +256,7 @@ mod tests {
                 name: "w.0".into(),
                 uid: "u1".into(),
             },
+            cluster: Some("c1".into()),
             cause: Cause {
                 change: Change::Modified,
                 generation: Some(2),

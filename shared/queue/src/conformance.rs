@@ -1,0 +1,307 @@
+//! The conformance suite: the guarantees of [`crate::JobQueue`], as checks
+//! any backend must pass. Each backend's test file builds its queue with a
+//! [`Profile`] (short leases and retry delays, so the suite runs in seconds)
+//! and calls every check.
+//!
+//! The checks panic with a message on failure, like test assertions.
+
+use std::time::Duration;
+
+use drover_shared::jobs::{Cause, Change, Job, JobKind, ObjectRef};
+
+use crate::model::Finished;
+use crate::{JobQueue, JobSelector, Outcome, Published, PurgeScope, RetryPolicy};
+
+/// The timing a backend under test must be configured with.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    /// Claim lease.
+    pub lease: Duration,
+    /// Retry policy for every kind.
+    pub retry: RetryPolicy,
+    /// Dedupe window.
+    pub dedupe_window: Duration,
+}
+
+/// The profile the checks assume.
+pub const PROFILE: Profile = Profile {
+    lease: Duration::from_millis(400),
+    retry: RetryPolicy {
+        max_attempts: 3,
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(80),
+    },
+    dedupe_window: Duration::from_secs(5),
+};
+
+/// The retry policy of [`PROFILE`], as a function for backend configs.
+pub fn profile_policy(_: JobKind) -> RetryPolicy {
+    PROFILE.retry
+}
+
+/// A job for object `name` at resourceVersion `rv`.
+pub fn job(kind: JobKind, name: &str, rv: u64) -> Job {
+    Job {
+        id: uuid::Uuid::now_v7().to_string(),
+        kind,
+        object: ObjectRef {
+            api_version: "bootstrap.cluster.x-k8s.io/v1beta2".into(),
+            kind: "K0sWorkerConfig".into(),
+            namespace: Some("default".into()),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        },
+        cluster: Some("c1".into()),
+        cause: Cause {
+            change: Change::Modified,
+            generation: Some(1),
+            resource_version: rv.to_string(),
+            via: None,
+        },
+        attempt: 0,
+        trace: None,
+    }
+}
+
+const NOW: Duration = Duration::ZERO;
+const SOON: Duration = Duration::from_millis(50);
+
+/// 8: jobs of one kind are claimed only by that kind's pool.
+pub async fn pools_are_separate(q: &impl JobQueue) {
+    q.publish(&job(JobKind::Bootstrap, "a", 1)).await.unwrap();
+    q.publish(&job(JobKind::RemoteMachine, "a", 1))
+        .await
+        .unwrap();
+    let b = q.claim(JobKind::Bootstrap, 10, NOW).await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].job.kind, JobKind::Bootstrap);
+    let r = q.claim(JobKind::RemoteMachine, 10, NOW).await.unwrap();
+    assert_eq!(r.len(), 1);
+    for c in b.into_iter().chain(r) {
+        assert_eq!(q.finish(c, Outcome::Done).await.unwrap(), Finished::Settled);
+    }
+    assert!(
+        q.claim(JobKind::Bootstrap, 10, NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// 2: while a job for an object is pending, newer ones replace it.
+pub async fn pending_jobs_coalesce_newest_wins(q: &impl JobQueue) {
+    assert_eq!(
+        q.publish(&job(JobKind::Bootstrap, "c", 1)).await.unwrap(),
+        Published::Queued
+    );
+    assert_eq!(
+        q.publish(&job(JobKind::Bootstrap, "c", 2)).await.unwrap(),
+        Published::Coalesced
+    );
+    assert_eq!(
+        q.publish(&job(JobKind::Bootstrap, "c", 3)).await.unwrap(),
+        Published::Coalesced
+    );
+    let claims = q.claim(JobKind::Bootstrap, 10, NOW).await.unwrap();
+    assert_eq!(claims.len(), 1, "one pending job per object");
+    assert_eq!(claims[0].job.cause.resource_version, "3", "the newest wins");
+    q.finish(claims[0].clone(), Outcome::Done).await.unwrap();
+}
+
+/// 3: an object in flight is not claimed again; a change that arrives
+/// meanwhile runs after the claim ends.
+pub async fn objects_are_exclusive(q: &impl JobQueue) {
+    q.publish(&job(JobKind::Bootstrap, "x", 1)).await.unwrap();
+    let first = q.claim(JobKind::Bootstrap, 10, NOW).await.unwrap();
+    assert_eq!(first.len(), 1);
+    q.publish(&job(JobKind::Bootstrap, "x", 2)).await.unwrap();
+    assert!(
+        q.claim(JobKind::Bootstrap, 10, SOON)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the object is in flight"
+    );
+    q.finish(first[0].clone(), Outcome::Done).await.unwrap();
+    let second = q.claim(JobKind::Bootstrap, 10, SOON).await.unwrap();
+    assert_eq!(
+        second.len(),
+        1,
+        "the change that came meanwhile is not lost"
+    );
+    assert_eq!(second[0].job.cause.resource_version, "2");
+    q.finish(second[0].clone(), Outcome::Done).await.unwrap();
+}
+
+/// 4: "run again after D" waits without spending an attempt.
+pub async fn waiting_is_not_failing(q: &impl JobQueue) {
+    q.publish(&job(JobKind::Bootstrap, "w", 1)).await.unwrap();
+    for _ in 0..5 {
+        let c = q
+            .claim(JobKind::Bootstrap, 1, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].job.attempt, 0, "waiting spends no attempt");
+        assert!(c[0].history.is_empty());
+        q.finish(c[0].clone(), Outcome::RunAfter(Duration::from_millis(30)))
+            .await
+            .unwrap();
+    }
+    let c = q
+        .claim(JobKind::Bootstrap, 1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    q.finish(c[0].clone(), Outcome::Done).await.unwrap();
+    let s = q.stats().await.unwrap();
+    assert!(s.dead.is_empty(), "{s:?}");
+}
+
+/// 5: failures retry with backoff up to the limit, then dead-letter with
+/// the last error and the history; a permanent failure dead-letters at once.
+pub async fn failures_retry_then_dead_letter(q: &impl JobQueue) {
+    let j = job(JobKind::Bootstrap, "f", 1);
+    q.publish(&j).await.unwrap();
+    let max = PROFILE.retry.max_attempts;
+    for attempt in 0..max {
+        let c = q
+            .claim(JobKind::Bootstrap, 1, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(c.len(), 1, "attempt {attempt} is retried");
+        assert_eq!(c[0].job.attempt, attempt);
+        let finished = q
+            .finish(c[0].clone(), Outcome::Retry(format!("boom {attempt}")))
+            .await
+            .unwrap();
+        if attempt + 1 < max {
+            assert!(
+                matches!(finished, Finished::Retrying(d) if d >= PROFILE.retry.min_delay),
+                "{finished:?}"
+            );
+        } else {
+            assert_eq!(finished, Finished::DeadLettered);
+        }
+    }
+    assert!(
+        q.claim(JobKind::Bootstrap, 1, SOON)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = q.dead_letters(&JobSelector::all()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].error, format!("boom {}", max - 1));
+    assert_eq!(dead[0].history.len(), max as usize);
+    assert_eq!(dead[0].job.id, j.id);
+
+    q.publish(&job(JobKind::Bootstrap, "bad", 1)).await.unwrap();
+    let c = q.claim(JobKind::Bootstrap, 1, NOW).await.unwrap();
+    let f = q
+        .finish(
+            c[0].clone(),
+            Outcome::DeadLetter("spec.files[0].contentFrom: secret \"s\" not found".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(f, Finished::DeadLettered);
+    assert_eq!(q.dead_letters(&JobSelector::all()).await.unwrap().len(), 2);
+}
+
+/// 6: a claim is a lease: renewed, it holds; abandoned, the job comes back
+/// after the lease, and the old claim's late outcome is refused.
+pub async fn leases_expire_and_renew(q: &impl JobQueue) {
+    q.publish(&job(JobKind::RemoteMachine, "slow", 1))
+        .await
+        .unwrap();
+    let c = q
+        .claim(JobKind::RemoteMachine, 1, NOW)
+        .await
+        .unwrap()
+        .remove(0);
+    for _ in 0..3 {
+        tokio::time::sleep(PROFILE.lease / 2).await;
+        q.renew(&c).await.unwrap();
+    }
+    assert!(
+        q.claim(JobKind::RemoteMachine, 1, NOW)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewed leases hold"
+    );
+    // The worker dies: no more renewals.
+    let again = q
+        .claim(JobKind::RemoteMachine, 1, PROFILE.lease * 4)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "an abandoned claim comes back");
+    assert_eq!(
+        q.finish(c.clone(), Outcome::Done).await.unwrap(),
+        Finished::LeaseLost
+    );
+    assert!(q.renew(&c).await.is_err());
+    assert_eq!(
+        q.finish(again[0].clone(), Outcome::Done).await.unwrap(),
+        Finished::Settled
+    );
+}
+
+/// 7: the same change published twice is one job.
+pub async fn duplicates_are_dropped(q: &impl JobQueue) {
+    let j = job(JobKind::Bootstrap, "d", 7);
+    let mut twin = j.clone();
+    twin.id = uuid::Uuid::now_v7().to_string();
+    assert_eq!(q.publish(&j).await.unwrap(), Published::Queued);
+    assert_eq!(q.publish(&twin).await.unwrap(), Published::Duplicate);
+    let c = q.claim(JobKind::Bootstrap, 10, NOW).await.unwrap();
+    assert_eq!(c.len(), 1);
+    q.finish(c[0].clone(), Outcome::Done).await.unwrap();
+    // Once done, the same change is still a duplicate inside the window.
+    assert_eq!(q.publish(&j).await.unwrap(), Published::Duplicate);
+}
+
+/// Operations: stats, replay by id, kind and cluster, purge.
+pub async fn stats_replay_and_purge(q: &impl JobQueue) {
+    for name in ["r1", "r2"] {
+        q.publish(&job(JobKind::JoinToken, name, 1)).await.unwrap();
+        let c = q.claim(JobKind::JoinToken, 1, NOW).await.unwrap();
+        q.finish(c[0].clone(), Outcome::DeadLetter("bad".into()))
+            .await
+            .unwrap();
+    }
+    q.publish(&job(JobKind::Noop, "p", 1)).await.unwrap();
+    let s = q.stats().await.unwrap();
+    assert_eq!(s.dead.get("join-token"), Some(&2));
+    assert_eq!(s.pending.get("noop"), Some(&1));
+    let dead = q
+        .dead_letters(&JobSelector {
+            kind: Some(JobKind::JoinToken),
+            ..JobSelector::default()
+        })
+        .await
+        .unwrap();
+    let one = JobSelector {
+        id: Some(dead[0].job.id.clone()),
+        ..JobSelector::default()
+    };
+    assert_eq!(q.replay(&one).await.unwrap(), 1);
+    let c = q.claim(JobKind::JoinToken, 10, NOW).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].job.attempt, 0);
+    assert_eq!(c[0].job.cause.change, Change::Replay);
+    q.finish(c[0].clone(), Outcome::Done).await.unwrap();
+    let by_cluster = JobSelector {
+        cluster: Some("c1".into()),
+        ..JobSelector::default()
+    };
+    assert_eq!(q.replay(&by_cluster).await.unwrap(), 1);
+    assert!(
+        q.dead_letters(&JobSelector::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(q.purge(PurgeScope::Pending).await.unwrap(), 2);
+    assert!(q.stats().await.unwrap().pending.is_empty());
+}

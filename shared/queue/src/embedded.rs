@@ -1,0 +1,729 @@
+//! The embedded backend: a redb file, for `drover up` and single-process
+//! use. Every mutation goes through one writer thread that applies the
+//! operations queued meanwhile in one transaction and commits once (group
+//! commit, `Durability::Immediate`), then answers each caller. So a publish
+//! returns only once it is on disk, and many concurrent publishes share a
+//! fsync.
+//!
+//! Tables: `pending` (subject → job, ready time, history), `ready` (kind,
+//! ready time, sequence → subject: the claim order), `inflight` (subject →
+//! lease), `dedupe` and `dedupe_age` (publish ids in the window), `dead`
+//! (time/id → dead letter), `meta` (the sequence counter).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use drover_shared::jobs::{Change, Job, JobKind, parse_subject};
+use redb::{
+    Database, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
+
+use crate::model::{
+    AttemptRecord, Claim, DeadLetter, Finished, JobSelector, Outcome, Published, PurgeScope,
+    QueueStats,
+};
+use crate::{JobQueue, QueueError, RetryPolicy};
+
+const PENDING: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("pending");
+const READY: TableDefinition<'_, (&str, u64, u64), &str> = TableDefinition::new("ready");
+const INFLIGHT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("inflight");
+const DEDUPE: TableDefinition<'_, &str, u64> = TableDefinition::new("dedupe");
+const DEDUPE_AGE: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("dedupe_age");
+const DEAD: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dead");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// Settings of an embedded queue.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// How long a publish id is remembered for dedupe.
+    pub dedupe_window: Duration,
+    /// Retry policy per kind.
+    pub policy: fn(JobKind) -> RetryPolicy,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            dedupe_window: Duration::from_secs(120),
+            policy: RetryPolicy::for_kind,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingRecord {
+    job: Job,
+    ready_at_ms: u64,
+    seq: u64,
+    history: Vec<AttemptRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Lease {
+    claim_id: String,
+    job: Job,
+    history: Vec<AttemptRecord>,
+    expires_at_ms: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
+
+/// Answers one caller once the batch's commit result is known.
+type Answer = Box<dyn FnOnce(Option<&QueueError>)>;
+
+enum Op {
+    Publish(Box<Job>, Reply<Published>),
+    Claim(JobKind, usize, Reply<(Vec<Claim>, Option<u64>)>),
+    Renew(String, String, Reply<()>),
+    Finish(Box<Claim>, Outcome, Reply<Finished>),
+    Replay(JobSelector, Reply<usize>),
+    Purge(PurgeScope, Reply<usize>),
+}
+
+/// The redb-backed queue.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    db: Arc<Database>,
+    ops: std_mpsc::Sender<Op>,
+    wake: Arc<Notify>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn storage<E: Into<redb::Error>>(e: E) -> QueueError {
+    QueueError::Storage(e.into())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, QueueError> {
+    serde_json::from_slice(bytes).map_err(|source| QueueError::Corrupt {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("queue records serialize")
+}
+
+impl EmbeddedQueue {
+    /// Opens (or creates) the queue file at `path`.
+    pub fn open(path: &Path, config: EmbeddedConfig) -> Result<Self, QueueError> {
+        let db = Arc::new(Database::create(path).map_err(storage)?);
+        let (ops, rx) = std_mpsc::channel();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("drover-queue-writer".into())
+            .spawn(move || writer(&writer_db, &rx, &config))
+            .map_err(|e| storage(redb::StorageError::Io(e)))?;
+        Ok(Self {
+            db,
+            ops,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, QueueError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops.send(make(tx)).map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|_| QueueError::Closed)?
+    }
+}
+
+impl JobQueue for EmbeddedQueue {
+    async fn publish(&self, job: &Job) -> Result<Published, QueueError> {
+        let out = self.call(|r| Op::Publish(Box::new(job.clone()), r)).await?;
+        self.wake.notify_waiters();
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        kind: JobKind,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claim>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (claims, next_ms) = self.call(|r| Op::Claim(kind, max.max(1), r)).await?;
+            let now = tokio::time::Instant::now();
+            if !claims.is_empty() || now >= deadline {
+                return Ok(claims);
+            }
+            let mut until = deadline;
+            if let Some(next) = next_ms {
+                let wait_ms = next.saturating_sub(now_ms());
+                until = until.min(now + Duration::from_millis(wait_ms));
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn renew(&self, claim: &Claim) -> Result<(), QueueError> {
+        let subject = claim.job.subject();
+        let id = claim.claim_id.clone();
+        self.call(|r| Op::Renew(subject, id, r)).await
+    }
+
+    async fn finish(&self, claim: Claim, outcome: Outcome) -> Result<Finished, QueueError> {
+        let out = self
+            .call(|r| Op::Finish(Box::new(claim), outcome, r))
+            .await?;
+        self.wake.notify_waiters();
+        Ok(out)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let mut stats = QueueStats::default();
+            if let Ok(t) = txn.open_table(READY) {
+                for row in t.iter().map_err(storage)? {
+                    let (k, _) = row.map_err(storage)?;
+                    *stats.pending.entry(k.value().0.to_owned()).or_default() += 1;
+                }
+            }
+            if let Ok(t) = txn.open_table(INFLIGHT) {
+                for row in t.iter().map_err(storage)? {
+                    let (k, _) = row.map_err(storage)?;
+                    if let Some((kind, _, _)) = parse_subject(k.value()) {
+                        *stats.in_flight.entry(kind.to_string()).or_default() += 1;
+                    }
+                }
+            }
+            if let Ok(t) = txn.open_table(DEAD) {
+                for row in t.iter().map_err(storage)? {
+                    let (k, v) = row.map_err(storage)?;
+                    let d: DeadLetter = decode(k.value(), v.value())?;
+                    *stats.dead.entry(d.job.kind.to_string()).or_default() += 1;
+                }
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, selector: &JobSelector) -> Result<Vec<DeadLetter>, QueueError> {
+        let selector = selector.clone();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let Ok(t) = txn.open_table(DEAD) else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for row in t.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let d: DeadLetter = decode(k.value(), v.value())?;
+                if selector.matches(&d.job) {
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn replay(&self, selector: &JobSelector) -> Result<usize, QueueError> {
+        let n = self.call(|r| Op::Replay(selector.clone(), r)).await?;
+        self.wake.notify_waiters();
+        Ok(n)
+    }
+
+    async fn purge(&self, scope: PurgeScope) -> Result<usize, QueueError> {
+        self.call(|r| Op::Purge(scope, r)).await
+    }
+}
+
+/// The writer thread: batches of operations, one transaction and one commit each.
+fn writer(db: &Database, rx: &std_mpsc::Receiver<Op>, config: &EmbeddedConfig) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "queue: cannot begin a transaction");
+                for op in batch {
+                    fail(op, || {
+                        storage(redb::StorageError::Io(std::io::Error::other(msg.clone())))
+                    });
+                }
+                continue;
+            }
+        };
+        let mut replies: Vec<Answer> = Vec::with_capacity(batch.len());
+        for op in batch {
+            replies.push(apply(&txn, op, config));
+        }
+        let committed = txn.commit().map_err(storage);
+        let err = committed.err();
+        for reply in replies {
+            reply(err.as_ref());
+        }
+    }
+}
+
+fn fail(op: Op, err: impl Fn() -> QueueError) {
+    match op {
+        Op::Publish(_, r) => drop(r.send(Err(err()))),
+        Op::Claim(_, _, r) => drop(r.send(Err(err()))),
+        Op::Renew(_, _, r) => drop(r.send(Err(err()))),
+        Op::Finish(_, _, r) => drop(r.send(Err(err()))),
+        Op::Replay(_, r) => drop(r.send(Err(err()))),
+        Op::Purge(_, r) => drop(r.send(Err(err()))),
+    }
+}
+
+/// Applies one operation inside the batch's transaction; the returned
+/// closure answers the caller once the commit's result is known.
+fn apply(txn: &WriteTransaction, op: Op, config: &EmbeddedConfig) -> Answer {
+    fn answer<T: Send + 'static>(r: Reply<T>, v: Result<T, QueueError>) -> Answer {
+        Box::new(move |commit_err| {
+            let v = match (v, commit_err) {
+                (Ok(_), Some(e)) => Err(QueueError::Storage(redb::Error::Corrupted(format!(
+                    "commit failed: {e}"
+                )))),
+                (v, _) => v,
+            };
+            let _ = r.send(v);
+        })
+    }
+    let now = now_ms();
+    match op {
+        Op::Publish(job, r) => answer(r, publish(txn, &job, now, config)),
+        Op::Claim(kind, max, r) => answer(r, claim(txn, kind, max, now, config)),
+        Op::Renew(subject, id, r) => answer(r, renew(txn, &subject, &id, now, config)),
+        Op::Finish(c, outcome, r) => answer(r, finish(txn, *c, outcome, now, config)),
+        Op::Replay(sel, r) => answer(r, replay(txn, &sel, now)),
+        Op::Purge(scope, r) => answer(r, purge(txn, scope)),
+    }
+}
+
+fn next_seq(txn: &WriteTransaction) -> Result<u64, QueueError> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    let seq = meta.get("seq").map_err(storage)?.map_or(0, |v| v.value()) + 1;
+    meta.insert("seq", seq).map_err(storage)?;
+    Ok(seq)
+}
+
+/// Makes `job` the pending job of its object, ready at `ready_at_ms`
+/// (replacing any pending one). Returns whether one was replaced.
+fn enqueue(
+    txn: &WriteTransaction,
+    job: Job,
+    history: Vec<AttemptRecord>,
+    ready_at_ms: u64,
+) -> Result<bool, QueueError> {
+    let subject = job.subject();
+    let seq = next_seq(txn)?;
+    let mut pending = txn.open_table(PENDING).map_err(storage)?;
+    let mut ready = txn.open_table(READY).map_err(storage)?;
+    let prev = pending
+        .get(subject.as_str())
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let replaced = match prev {
+        Some(bytes) => {
+            let p: PendingRecord = decode(&subject, &bytes)?;
+            ready
+                .remove((p.job.kind.as_str(), p.ready_at_ms, p.seq))
+                .map_err(storage)?;
+            true
+        }
+        None => false,
+    };
+    let kind = job.kind;
+    let rec = PendingRecord {
+        job,
+        ready_at_ms,
+        seq,
+        history,
+    };
+    pending
+        .insert(subject.as_str(), encode(&rec).as_slice())
+        .map_err(storage)?;
+    ready
+        .insert((kind.as_str(), ready_at_ms, seq), subject.as_str())
+        .map_err(storage)?;
+    Ok(replaced)
+}
+
+fn publish(
+    txn: &WriteTransaction,
+    job: &Job,
+    now: u64,
+    config: &EmbeddedConfig,
+) -> Result<Published, QueueError> {
+    let window = config.dedupe_window.as_millis() as u64;
+    let id = job.dedupe_id();
+    {
+        let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
+        let mut age = txn.open_table(DEDUPE_AGE).map_err(storage)?;
+        // Forget ids older than the window (a bounded number per publish).
+        let cutoff = now.saturating_sub(window);
+        let old: Vec<(u64, String)> = age
+            .range((0u64, "")..(cutoff, ""))
+            .map_err(storage)?
+            .take(64)
+            .filter_map(|r| r.ok().map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+            .collect();
+        for (t, i) in old {
+            age.remove((t, i.as_str())).map_err(storage)?;
+            if dedupe
+                .get(i.as_str())
+                .map_err(storage)?
+                .is_some_and(|v| v.value() == t)
+            {
+                dedupe.remove(i.as_str()).map_err(storage)?;
+            }
+        }
+        if let Some(seen) = dedupe.get(id.as_str()).map_err(storage)?.map(|v| v.value())
+            && now.saturating_sub(seen) < window
+        {
+            return Ok(Published::Duplicate);
+        }
+        dedupe.insert(id.as_str(), now).map_err(storage)?;
+        age.insert((now, id.as_str()), ()).map_err(storage)?;
+    }
+    Ok(if enqueue(txn, job.clone(), Vec::new(), now)? {
+        Published::Coalesced
+    } else {
+        Published::Queued
+    })
+}
+
+fn claim(
+    txn: &WriteTransaction,
+    kind: JobKind,
+    max: usize,
+    now: u64,
+    config: &EmbeddedConfig,
+) -> Result<(Vec<Claim>, Option<u64>), QueueError> {
+    let mut earliest_lease_end: Option<u64> = None;
+    // Leases of dead workers come back: expired claims are pending again
+    // (unless a newer job for the object is already pending).
+    let expired: Vec<(String, Lease)> = {
+        let inflight = txn.open_table(INFLIGHT).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in inflight.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let subject = k.value().to_owned();
+            if parse_subject(&subject).is_none_or(|(k2, _, _)| k2 != kind) {
+                continue;
+            }
+            let lease: Lease = decode(&subject, v.value())?;
+            if lease.expires_at_ms <= now {
+                out.push((subject, lease));
+            } else {
+                earliest_lease_end = Some(
+                    earliest_lease_end.map_or(lease.expires_at_ms, |e| e.min(lease.expires_at_ms)),
+                );
+            }
+        }
+        out
+    };
+    for (subject, lease) in expired {
+        txn.open_table(INFLIGHT)
+            .map_err(storage)?
+            .remove(subject.as_str())
+            .map_err(storage)?;
+        let has_newer = txn
+            .open_table(PENDING)
+            .map_err(storage)?
+            .get(subject.as_str())
+            .map_err(storage)?
+            .is_some();
+        if !has_newer {
+            tracing::warn!(subject = %subject, job = %lease.job.id, "claim expired; the job is claimable again");
+            enqueue(txn, lease.job, lease.history, now)?;
+        }
+    }
+    let mut claims = Vec::new();
+    let mut next_ready: Option<u64> = None;
+    // Walk the ready index in order, a chunk at a time (the tables change
+    // as jobs are claimed), skipping objects in flight.
+    let mut after: Option<(u64, u64)> = None;
+    'scan: loop {
+        let chunk: Vec<((u64, u64), String)> = {
+            let ready = txn.open_table(READY).map_err(storage)?;
+            let (from_at, from_seq) = after.map_or((0, 0), |(a, s)| (a, s.saturating_add(1)));
+            ready
+                .range((kind.as_str(), from_at, from_seq)..=(kind.as_str(), u64::MAX, u64::MAX))
+                .map_err(storage)?
+                .take(256)
+                .map(|r| r.map(|(k, v)| ((k.value().1, k.value().2), v.value().to_owned())))
+                .collect::<Result<_, _>>()
+                .map_err(storage)?
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        for ((ready_at, seq), subject) in chunk {
+            after = Some((ready_at, seq));
+            if ready_at > now {
+                next_ready = Some(ready_at);
+                break 'scan;
+            }
+            if claims.len() >= max {
+                break 'scan;
+            }
+            if claim_one(txn, kind, ready_at, seq, &subject, now, config, &mut claims)? {
+                let end = now + config.lease.as_millis() as u64;
+                earliest_lease_end = Some(earliest_lease_end.map_or(end, |e| e.min(end)));
+            }
+        }
+    }
+    // Waiters wake at the next ready time or the next lease end, whichever first.
+    let wake = match (next_ready, earliest_lease_end) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok((claims, wake))
+}
+
+/// Claims the job at one ready-index entry unless its object is in flight.
+#[allow(clippy::too_many_arguments)]
+fn claim_one(
+    txn: &WriteTransaction,
+    kind: JobKind,
+    ready_at: u64,
+    seq: u64,
+    subject: &str,
+    now: u64,
+    config: &EmbeddedConfig,
+    claims: &mut Vec<Claim>,
+) -> Result<bool, QueueError> {
+    // Exclusive: an object in flight waits for its claim to end.
+    if txn
+        .open_table(INFLIGHT)
+        .map_err(storage)?
+        .get(subject)
+        .map_err(storage)?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let bytes = txn
+        .open_table(PENDING)
+        .map_err(storage)?
+        .remove(subject)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let Some(bytes) = bytes else {
+        return Ok(false);
+    };
+    let rec: PendingRecord = decode(subject, &bytes)?;
+    txn.open_table(READY)
+        .map_err(storage)?
+        .remove((kind.as_str(), ready_at, seq))
+        .map_err(storage)?;
+    let lease = Lease {
+        claim_id: uuid::Uuid::new_v4().to_string(),
+        job: rec.job,
+        history: rec.history,
+        expires_at_ms: now + config.lease.as_millis() as u64,
+    };
+    txn.open_table(INFLIGHT)
+        .map_err(storage)?
+        .insert(subject, encode(&lease).as_slice())
+        .map_err(storage)?;
+    claims.push(Claim {
+        job: lease.job,
+        claim_id: lease.claim_id,
+        history: lease.history,
+    });
+    Ok(true)
+}
+
+fn take_lease(
+    txn: &WriteTransaction,
+    subject: &str,
+    claim_id: &str,
+) -> Result<Option<Lease>, QueueError> {
+    let mut inflight = txn.open_table(INFLIGHT).map_err(storage)?;
+    let bytes = inflight
+        .get(subject)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let Some(bytes) = bytes else { return Ok(None) };
+    let lease: Lease = decode(subject, &bytes)?;
+    if lease.claim_id != claim_id {
+        return Ok(None);
+    }
+    inflight.remove(subject).map_err(storage)?;
+    Ok(Some(lease))
+}
+
+fn renew(
+    txn: &WriteTransaction,
+    subject: &str,
+    claim_id: &str,
+    now: u64,
+    config: &EmbeddedConfig,
+) -> Result<(), QueueError> {
+    let Some(mut lease) = take_lease(txn, subject, claim_id)? else {
+        return Err(QueueError::LeaseLost(subject.to_owned()));
+    };
+    lease.expires_at_ms = now + config.lease.as_millis() as u64;
+    txn.open_table(INFLIGHT)
+        .map_err(storage)?
+        .insert(subject, encode(&lease).as_slice())
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn dead_letter(
+    txn: &WriteTransaction,
+    job: Job,
+    error: String,
+    history: Vec<AttemptRecord>,
+    now: u64,
+) -> Result<(), QueueError> {
+    tracing::warn!(job = %job.id, kind = %job.kind, object = %job.object_key(), error = %error, "job dead-lettered");
+    let key = format!("{now:020}/{}", job.id);
+    let d = DeadLetter {
+        job,
+        error,
+        history,
+        dead_at_ms: now,
+    };
+    txn.open_table(DEAD)
+        .map_err(storage)?
+        .insert(key.as_str(), encode(&d).as_slice())
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn finish(
+    txn: &WriteTransaction,
+    c: Claim,
+    outcome: Outcome,
+    now: u64,
+    config: &EmbeddedConfig,
+) -> Result<Finished, QueueError> {
+    let subject = c.job.subject();
+    let Some(lease) = take_lease(txn, &subject, &c.claim_id)? else {
+        return Ok(Finished::LeaseLost);
+    };
+    let newer_pending = txn
+        .open_table(PENDING)
+        .map_err(storage)?
+        .get(subject.as_str())
+        .map_err(storage)?
+        .is_some();
+    let (mut job, mut history) = (lease.job, lease.history);
+    match outcome {
+        Outcome::Done => Ok(Finished::Settled),
+        Outcome::RunAfter(d) => {
+            // A newer pending job already makes the object run again.
+            if !newer_pending {
+                enqueue(txn, job, history, now + d.as_millis() as u64)?;
+            }
+            Ok(Finished::Settled)
+        }
+        Outcome::Retry(error) => {
+            history.push(AttemptRecord {
+                at_ms: now,
+                error: error.clone(),
+            });
+            job.attempt += 1;
+            let policy = (config.policy)(job.kind);
+            if job.attempt >= policy.max_attempts.max(1) {
+                dead_letter(txn, job, error, history, now)?;
+                return Ok(Finished::DeadLettered);
+            }
+            if newer_pending {
+                return Ok(Finished::Settled);
+            }
+            let delay = policy.delay(job.attempt);
+            enqueue(txn, job, history, now + delay.as_millis() as u64)?;
+            Ok(Finished::Retrying(delay))
+        }
+        Outcome::DeadLetter(error) => {
+            history.push(AttemptRecord {
+                at_ms: now,
+                error: error.clone(),
+            });
+            dead_letter(txn, job, error, history, now)?;
+            Ok(Finished::DeadLettered)
+        }
+    }
+}
+
+fn replay(txn: &WriteTransaction, selector: &JobSelector, now: u64) -> Result<usize, QueueError> {
+    let matching: Vec<(String, DeadLetter)> = {
+        let dead = txn.open_table(DEAD).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in dead.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let d: DeadLetter = decode(k.value(), v.value())?;
+            if selector.matches(&d.job) {
+                out.push((k.value().to_owned(), d));
+            }
+        }
+        out
+    };
+    for (key, d) in &matching {
+        txn.open_table(DEAD)
+            .map_err(storage)?
+            .remove(key.as_str())
+            .map_err(storage)?;
+        let mut job = d.job.clone();
+        job.attempt = 0;
+        job.cause.change = Change::Replay;
+        enqueue(txn, job, Vec::new(), now)?;
+    }
+    Ok(matching.len())
+}
+
+fn purge(txn: &WriteTransaction, scope: PurgeScope) -> Result<usize, QueueError> {
+    let mut n = 0;
+    if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
+        let mut pending = txn.open_table(PENDING).map_err(storage)?;
+        n += pending.len().map_err(storage)? as usize;
+        pending.retain(|_, _| false).map_err(storage)?;
+        txn.open_table(READY)
+            .map_err(storage)?
+            .retain(|_, _| false)
+            .map_err(storage)?;
+    }
+    if matches!(scope, PurgeScope::Dead | PurgeScope::All) {
+        let mut dead = txn.open_table(DEAD).map_err(storage)?;
+        n += dead.len().map_err(storage)? as usize;
+        dead.retain(|_, _| false).map_err(storage)?;
+    }
+    Ok(n)
+}

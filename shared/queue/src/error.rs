@@ -1,0 +1,31 @@
+//! The queue's errors.
+
+/// What can go wrong in a queue operation.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The embedded store failed (disk full, corrupt file, ...). Not retryable
+    /// by the caller without operator help.
+    #[error("queue storage: {0}")]
+    Storage(#[from] redb::Error),
+    /// A stored record did not decode: a bug or a foreign writer.
+    #[error("queue record {key:?} is malformed: {source}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decode error.
+        source: serde_json::Error,
+    },
+    /// The claim's lease expired and the object was claimed again.
+    #[error("the lease on {0} was lost")]
+    LeaseLost(String),
+    /// The queue is shutting down.
+    #[error("the queue is closed")]
+    Closed,
+}
+
+impl QueueError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+}

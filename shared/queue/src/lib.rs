@@ -1,0 +1,91 @@
+//! drover's durable job queue: the watcher publishes [`Job`]s, workers
+//! claim them per [`JobKind`], run a handler and finish each claim with an
+//! [`Outcome`].
+//!
+//! # Guarantees (every backend; `tests/` runs one conformance suite per backend)
+//!
+//! 1. Durable: a job whose publish returned survives a crash.
+//! 2. Coalescing: one pending job per object and kind; the newest wins.
+//! 3. Exclusive: an object is never claimed twice at once; a change that
+//!    arrives meanwhile runs after the claim ends.
+//! 4. Waiting is not failing: [`Outcome::RunAfter`] costs no attempt.
+//! 5. Failures retry with jittered exponential backoff ([`RetryPolicy`]),
+//!    then go to the dead letters with the last error and their history.
+//! 6. Claims are leases: long jobs [`JobQueue::renew`] them; a dead
+//!    worker's claims come back after the lease time.
+//! 7. Dedupe: the same change published twice inside the window is one job.
+//! 8. Separate pools: claims are per kind.
+//!
+//! # Layout
+//!
+//! - [`model`]: what goes in and out (claims, outcomes, stats, dead letters).
+//! - [`policy`]: retry policies per kind.
+//! - [`JobQueue`]: the trait.
+//! - [`embedded`]: the redb backend, for the single-process mode.
+//! - [`conformance`]: the suite every backend must pass.
+//! - [`error`]: this crate's error type.
+//!
+//! [`Job`]: drover_shared::jobs::Job
+//! [`JobKind`]: drover_shared::jobs::JobKind
+
+pub mod conformance;
+pub mod embedded;
+pub mod error;
+pub mod model;
+pub mod policy;
+
+use std::future::Future;
+use std::time::Duration;
+
+use drover_shared::jobs::{Job, JobKind};
+
+pub use error::QueueError;
+pub use model::{
+    AttemptRecord, Claim, DeadLetter, Finished, JobSelector, Outcome, Published, PurgeScope,
+    QueueStats,
+};
+pub use policy::RetryPolicy;
+
+/// A durable job queue (see the crate documentation for its guarantees).
+pub trait JobQueue: Send + Sync + 'static {
+    /// Publishes a job. Returns once it is durable.
+    fn publish(&self, job: &Job) -> impl Future<Output = Result<Published, QueueError>> + Send;
+
+    /// Claims up to `max` ready jobs of `kind`, waiting up to `wait` for the
+    /// first. Each claim is a lease that ends with [`JobQueue::finish`] or
+    /// expires.
+    fn claim(
+        &self,
+        kind: JobKind,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Claim>, QueueError>> + Send;
+
+    /// Extends a claim's lease (long jobs).
+    fn renew(&self, claim: &Claim) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Ends a claim with the handler's outcome.
+    fn finish(
+        &self,
+        claim: Claim,
+        outcome: Outcome,
+    ) -> impl Future<Output = Result<Finished, QueueError>> + Send;
+
+    /// Queue depth per kind, claims in flight, dead letters.
+    fn stats(&self) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
+
+    /// Dead letters matching `selector`, oldest first.
+    fn dead_letters(
+        &self,
+        selector: &JobSelector,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, QueueError>> + Send;
+
+    /// Puts matching dead letters back as fresh jobs; returns how many.
+    fn replay(
+        &self,
+        selector: &JobSelector,
+    ) -> impl Future<Output = Result<usize, QueueError>> + Send;
+
+    /// Deletes pending jobs, dead letters or both; returns how many.
+    fn purge(&self, scope: PurgeScope) -> impl Future<Output = Result<usize, QueueError>> + Send;
+}

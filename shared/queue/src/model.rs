@@ -1,0 +1,132 @@
+//! What goes into and out of a queue.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_shared::jobs::{Job, JobKind};
+use serde::{Deserialize, Serialize};
+
+/// What a publish did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// A new pending job.
+    Queued,
+    /// It replaced the pending job of the same object (newest wins).
+    Coalesced,
+    /// The same change was published inside the dedupe window: nothing new.
+    Duplicate,
+}
+
+/// One failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// When it failed, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The error, as the handler reported it.
+    pub error: String,
+}
+
+/// A claimed job: a lease on its object until finished or expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The job.
+    pub job: Job,
+    /// Identifies this lease (a later claim of the same object has another).
+    pub claim_id: String,
+    /// Failures so far, oldest first.
+    pub history: Vec<AttemptRecord>,
+}
+
+/// How a handler's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; nothing more until the next change.
+    Done,
+    /// Waiting for something (a dependency): run again after this long.
+    /// Costs no attempt.
+    RunAfter(Duration),
+    /// Failed; retry with backoff until the policy's limit, then dead-letter.
+    Retry(String),
+    /// Failed in a way retries cannot fix (bad input): dead-letter now.
+    DeadLetter(String),
+}
+
+/// What finishing a claim did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Done, or queued to run again.
+    Settled,
+    /// Queued for a retry after this delay.
+    Retrying(Duration),
+    /// Moved to the dead letters.
+    DeadLettered,
+    /// The lease had expired and the object was claimed again: the outcome
+    /// was dropped (the other claim decides).
+    LeaseLost,
+}
+
+/// A job that failed for good.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The job as it last ran.
+    pub job: Job,
+    /// The last error.
+    pub error: String,
+    /// Every failed attempt.
+    pub history: Vec<AttemptRecord>,
+    /// When it was dead-lettered, milliseconds since the Unix epoch.
+    pub dead_at_ms: u64,
+}
+
+/// Which jobs an operation applies to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSelector {
+    /// One job id.
+    pub id: Option<String>,
+    /// One kind.
+    pub kind: Option<JobKind>,
+    /// One CAPI cluster.
+    pub cluster: Option<String>,
+}
+
+impl JobSelector {
+    /// Every job.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Whether `job` matches.
+    pub fn matches(&self, job: &Job) -> bool {
+        self.id.as_ref().is_none_or(|i| *i == job.id)
+            && self.kind.is_none_or(|k| k == job.kind)
+            && self
+                .cluster
+                .as_ref()
+                .is_none_or(|c| job.cluster.as_ref() == Some(c))
+    }
+}
+
+/// What `purge` deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// Pending jobs (not claims in flight).
+    Pending,
+    /// Dead letters.
+    Dead,
+    /// Both.
+    All,
+}
+
+/// Counts for `drover jobs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStats {
+    /// Pending jobs per kind (ready or waiting for their time).
+    pub pending: BTreeMap<String, u64>,
+    /// Claims in flight per kind.
+    pub in_flight: BTreeMap<String, u64>,
+    /// Dead letters per kind.
+    pub dead: BTreeMap<String, u64>,
+}
