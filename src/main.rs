@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         show_defaults: bool,
     },
+    /// Load tests; each prints a JSON report.
+    Loadtest {
+        #[command(subcommand)]
+        action: LoadtestAction,
+    },
     /// Run kube-sim, the simulated Kubernetes API server, until stopped.
     /// Prints one line starting with `kube-sim ready` once every cluster serves.
     Sim {
@@ -64,6 +69,28 @@ enum Command {
         /// Install drover's CRDs and the CAPI core subset at start.
         #[arg(long)]
         install_crds: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LoadtestAction {
+    /// Queue throughput: publish, then claim and finish, N jobs.
+    Queue {
+        /// Backend to measure (`embedded`; `jetstream` arrives with its backend).
+        #[arg(long, default_value = "embedded")]
+        backend: String,
+        /// Jobs.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        /// Concurrent publishers and workers.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Jobs claimed at once by a worker.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -94,6 +121,16 @@ fn main() -> ExitCode {
             paths,
             show_defaults,
         } => validate(&paths, show_defaults),
+        Command::Loadtest {
+            action:
+                LoadtestAction::Queue {
+                    backend,
+                    jobs,
+                    concurrency,
+                    batch,
+                    report,
+                },
+        } => sim::loadtest_queue(&backend, jobs, concurrency, batch, report),
         Command::Sim {
             action:
                 Some(SimAction::Bench {

@@ -14,6 +14,8 @@
 //!   [`sim::server`] (many clusters per process, one port each) and
 //!   [`sim::faults`].
 //! - [`bench`](mod@bench): `drover sim bench`.
+//! - [`queue`]: `drover loadtest queue`.
 
 pub mod bench;
+pub mod queue;
 pub mod sim;

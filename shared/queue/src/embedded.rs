@@ -32,6 +32,8 @@ use crate::{JobQueue, QueueError, RetryPolicy};
 const PENDING: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("pending");
 const READY: TableDefinition<'_, (&str, u64, u64), &str> = TableDefinition::new("ready");
 const INFLIGHT: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("inflight");
+/// (kind, lease end, subject): finds expired claims without reading them all.
+const LEASE_ENDS: TableDefinition<'_, (&str, u64, &str), ()> = TableDefinition::new("lease_ends");
 const DEDUPE: TableDefinition<'_, &str, u64> = TableDefinition::new("dedupe");
 const DEDUPE_AGE: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("dedupe_age");
 const DEAD: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("dead");
@@ -435,31 +437,33 @@ fn claim(
     let mut earliest_lease_end: Option<u64> = None;
     // Leases of dead workers come back: expired claims are pending again
     // (unless a newer job for the object is already pending).
-    let expired: Vec<(String, Lease)> = {
-        let inflight = txn.open_table(INFLIGHT).map_err(storage)?;
+    let expired: Vec<String> = {
+        let ends = txn.open_table(LEASE_ENDS).map_err(storage)?;
         let mut out = Vec::new();
-        for row in inflight.iter().map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            let subject = k.value().to_owned();
-            if parse_subject(&subject).is_none_or(|(k2, _, _)| k2 != kind) {
-                continue;
+        for row in ends
+            .range((kind.as_str(), 0u64, "")..=(kind.as_str(), u64::MAX, "\u{10FFFF}"))
+            .map_err(storage)?
+        {
+            let (k, _) = row.map_err(storage)?;
+            let (_, end, subject) = k.value();
+            if end > now {
+                earliest_lease_end = Some(end);
+                break;
             }
-            let lease: Lease = decode(&subject, v.value())?;
-            if lease.expires_at_ms <= now {
-                out.push((subject, lease));
-            } else {
-                earliest_lease_end = Some(
-                    earliest_lease_end.map_or(lease.expires_at_ms, |e| e.min(lease.expires_at_ms)),
-                );
-            }
+            out.push(subject.to_owned());
         }
         out
     };
-    for (subject, lease) in expired {
-        txn.open_table(INFLIGHT)
+    for subject in expired {
+        let bytes = txn
+            .open_table(INFLIGHT)
             .map_err(storage)?
-            .remove(subject.as_str())
-            .map_err(storage)?;
+            .get(subject.as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
+        let Some(bytes) = bytes else { continue };
+        let lease: Lease = decode(&subject, &bytes)?;
+        take_lease(txn, &subject, &lease.claim_id)?;
         let has_newer = txn
             .open_table(PENDING)
             .map_err(storage)?
@@ -556,10 +560,7 @@ fn claim_one(
         history: rec.history,
         expires_at_ms: now + config.lease.as_millis() as u64,
     };
-    txn.open_table(INFLIGHT)
-        .map_err(storage)?
-        .insert(subject, encode(&lease).as_slice())
-        .map_err(storage)?;
+    put_lease(txn, subject, &lease)?;
     claims.push(Claim {
         job: lease.job,
         claim_id: lease.claim_id,
@@ -568,6 +569,19 @@ fn claim_one(
     Ok(true)
 }
 
+fn put_lease(txn: &WriteTransaction, subject: &str, lease: &Lease) -> Result<(), QueueError> {
+    txn.open_table(INFLIGHT)
+        .map_err(storage)?
+        .insert(subject, encode(lease).as_slice())
+        .map_err(storage)?;
+    txn.open_table(LEASE_ENDS)
+        .map_err(storage)?
+        .insert((lease.job.kind.as_str(), lease.expires_at_ms, subject), ())
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// Removes the lease on `subject` if it is `claim_id`'s.
 fn take_lease(
     txn: &WriteTransaction,
     subject: &str,
@@ -584,6 +598,10 @@ fn take_lease(
         return Ok(None);
     }
     inflight.remove(subject).map_err(storage)?;
+    txn.open_table(LEASE_ENDS)
+        .map_err(storage)?
+        .remove((lease.job.kind.as_str(), lease.expires_at_ms, subject))
+        .map_err(storage)?;
     Ok(Some(lease))
 }
 
@@ -598,11 +616,7 @@ fn renew(
         return Err(QueueError::LeaseLost(subject.to_owned()));
     };
     lease.expires_at_ms = now + config.lease.as_millis() as u64;
-    txn.open_table(INFLIGHT)
-        .map_err(storage)?
-        .insert(subject, encode(&lease).as_slice())
-        .map_err(storage)?;
-    Ok(())
+    put_lease(txn, subject, &lease)
 }
 
 fn dead_letter(
