@@ -78,9 +78,6 @@ struct Lease {
 
 type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
-/// Answers one caller once the batch's commit result is known.
-type Answer = Box<dyn FnOnce(Option<&QueueError>)>;
-
 enum Op {
     Publish(Box<Job>, Reply<Published>),
     Claim(JobKind, usize, Reply<(Vec<Claim>, Option<u64>)>),
@@ -263,7 +260,11 @@ impl JobQueue for EmbeddedQueue {
     }
 }
 
-/// The writer thread: batches of operations, one transaction and one commit each.
+/// The writer thread: batches of operations, one transaction and one commit
+/// each. If any operation of a batch fails, the batch's transaction is
+/// dropped (nothing of it is written) and each operation runs again in a
+/// transaction of its own, so one bad record cannot leave another
+/// operation half-applied.
 fn writer(db: &Database, rx: &std_mpsc::Receiver<Op>, config: &EmbeddedConfig) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -273,64 +274,118 @@ fn writer(db: &Database, rx: &std_mpsc::Receiver<Op>, config: &EmbeddedConfig) {
                 Err(_) => break,
             }
         }
-        let txn = match db.begin_write() {
-            Ok(t) => t,
+        let together = db.begin_write().map_err(storage).and_then(|txn| {
+            let results: Vec<Result<OpOut, QueueError>> =
+                batch.iter().map(|op| op.run(&txn, config)).collect();
+            if results.iter().any(Result::is_err) {
+                return Ok(None); // dropping the transaction aborts it
+            }
+            txn.commit().map_err(storage)?;
+            Ok(Some(results))
+        });
+        match together {
+            Ok(Some(results)) => {
+                for (op, r) in batch.into_iter().zip(results) {
+                    op.reply(r);
+                }
+            }
+            Ok(None) => {
+                for op in batch {
+                    let r = db.begin_write().map_err(storage).and_then(|txn| {
+                        let r = op.run(&txn, config)?;
+                        txn.commit().map_err(storage)?;
+                        Ok(r)
+                    });
+                    op.reply(r);
+                }
+            }
             Err(e) => {
                 let msg = e.to_string();
-                tracing::error!(error = %msg, "queue: cannot begin a transaction");
+                tracing::error!(error = %msg, "queue: a batch could not be written");
                 for op in batch {
-                    fail(op, || {
-                        storage(redb::StorageError::Io(std::io::Error::other(msg.clone())))
-                    });
+                    op.reply(Err(QueueError::Storage(redb::Error::Corrupted(
+                        msg.clone(),
+                    ))));
                 }
-                continue;
             }
-        };
-        let mut replies: Vec<Answer> = Vec::with_capacity(batch.len());
-        for op in batch {
-            replies.push(apply(&txn, op, config));
-        }
-        let committed = txn.commit().map_err(storage);
-        let err = committed.err();
-        for reply in replies {
-            reply(err.as_ref());
         }
     }
 }
 
-fn fail(op: Op, err: impl Fn() -> QueueError) {
-    match op {
-        Op::Publish(_, r) => drop(r.send(Err(err()))),
-        Op::Claim(_, _, r) => drop(r.send(Err(err()))),
-        Op::Renew(_, _, r) => drop(r.send(Err(err()))),
-        Op::Finish(_, _, r) => drop(r.send(Err(err()))),
-        Op::Replay(_, r) => drop(r.send(Err(err()))),
-        Op::Purge(_, r) => drop(r.send(Err(err()))),
-    }
+/// What an operation produced, before it is handed back to its caller.
+enum OpOut {
+    Published(Published),
+    Claimed(Vec<Claim>, Option<u64>),
+    Renewed,
+    Finished(Finished),
+    Count(usize),
 }
 
-/// Applies one operation inside the batch's transaction; the returned
-/// closure answers the caller once the commit's result is known.
-fn apply(txn: &WriteTransaction, op: Op, config: &EmbeddedConfig) -> Answer {
-    fn answer<T: Send + 'static>(r: Reply<T>, v: Result<T, QueueError>) -> Answer {
-        Box::new(move |commit_err| {
-            let v = match (v, commit_err) {
-                (Ok(_), Some(e)) => Err(QueueError::Storage(redb::Error::Corrupted(format!(
-                    "commit failed: {e}"
-                )))),
-                (v, _) => v,
-            };
-            let _ = r.send(v);
+impl Op {
+    /// Applies the operation inside `txn`.
+    fn run(&self, txn: &WriteTransaction, config: &EmbeddedConfig) -> Result<OpOut, QueueError> {
+        let now = now_ms();
+        Ok(match self {
+            Op::Publish(job, _) => OpOut::Published(publish(txn, job, now, config)?),
+            Op::Claim(kind, max, _) => {
+                let (c, wake) = claim(txn, *kind, *max, now, config)?;
+                OpOut::Claimed(c, wake)
+            }
+            Op::Renew(subject, id, _) => {
+                renew(txn, subject, id, now, config)?;
+                OpOut::Renewed
+            }
+            Op::Finish(c, outcome, _) => {
+                OpOut::Finished(finish(txn, (**c).clone(), outcome.clone(), now, config)?)
+            }
+            Op::Replay(sel, _) => OpOut::Count(replay(txn, sel, now)?),
+            Op::Purge(scope, _) => OpOut::Count(purge(txn, *scope)?),
         })
     }
-    let now = now_ms();
-    match op {
-        Op::Publish(job, r) => answer(r, publish(txn, &job, now, config)),
-        Op::Claim(kind, max, r) => answer(r, claim(txn, kind, max, now, config)),
-        Op::Renew(subject, id, r) => answer(r, renew(txn, &subject, &id, now, config)),
-        Op::Finish(c, outcome, r) => answer(r, finish(txn, *c, outcome, now, config)),
-        Op::Replay(sel, r) => answer(r, replay(txn, &sel, now)),
-        Op::Purge(scope, r) => answer(r, purge(txn, scope)),
+
+    /// Answers the caller.
+    fn reply(self, r: Result<OpOut, QueueError>) {
+        fn send<T>(tx: Reply<T>, v: Result<T, QueueError>) {
+            let _ = tx.send(v);
+        }
+        // Each kind of operation produces its own kind of output; a mismatch
+        // would be a bug here, answered as an error rather than a panic.
+        let mismatch = || {
+            QueueError::Storage(redb::Error::Corrupted(
+                "internal: operation output does not match its kind".into(),
+            ))
+        };
+        match self {
+            Op::Publish(_, tx) => send(
+                tx,
+                r.and_then(|o| match o {
+                    OpOut::Published(p) => Ok(p),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::Claim(_, _, tx) => send(
+                tx,
+                r.and_then(|o| match o {
+                    OpOut::Claimed(c, w) => Ok((c, w)),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::Renew(_, _, tx) => send(tx, r.map(|_| ())),
+            Op::Finish(_, _, tx) => send(
+                tx,
+                r.and_then(|o| match o {
+                    OpOut::Finished(f) => Ok(f),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::Replay(_, tx) | Op::Purge(_, tx) => send(
+                tx,
+                r.and_then(|o| match o {
+                    OpOut::Count(n) => Ok(n),
+                    _ => Err(mismatch()),
+                }),
+            ),
+        }
     }
 }
 
