@@ -165,13 +165,17 @@ pub struct Job {
 pub const SUBJECT_PREFIX: &str = "drover.jobs";
 
 impl Job {
-    /// The queue subject of this job's object: `drover.jobs.<kind>.<ns>.<name>`,
-    /// one per object so that pending jobs coalesce per object. Namespaces
-    /// are DNS labels (no dots); dots in names become `~`, which Kubernetes
-    /// names cannot hold; cluster-scoped objects use `_`.
+    /// The queue subject of this job's object:
+    /// `drover.jobs.<job kind>.<object kind>.<ns>.<name>`, one per object so
+    /// that pending jobs coalesce per object. The object's kind is part of
+    /// it because one job kind serves several (a K0sWorkerConfig and a
+    /// K0sControllerConfig may share a name). Namespaces are DNS labels (no
+    /// dots); dots in names become `~`, which Kubernetes names cannot hold;
+    /// cluster-scoped objects use `_`.
     pub fn subject(&self) -> String {
         object_subject(
             self.kind,
+            &self.object.kind,
             self.object.namespace.as_deref(),
             &self.object.name,
         )
@@ -202,23 +206,47 @@ impl Job {
 }
 
 /// The subject for one object's jobs of one kind.
-pub fn object_subject(kind: JobKind, namespace: Option<&str>, name: &str) -> String {
+pub fn object_subject(
+    kind: JobKind,
+    object_kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> String {
     format!(
-        "{SUBJECT_PREFIX}.{kind}.{}.{}",
+        "{SUBJECT_PREFIX}.{kind}.{}.{}.{}",
+        object_kind.to_ascii_lowercase(),
         namespace.unwrap_or("_"),
         name.replace('.', "~")
     )
 }
 
-/// Reads `(kind, namespace, name)` back from a subject made by [`object_subject`].
-pub fn parse_subject(subject: &str) -> Option<(JobKind, Option<String>, String)> {
+/// The parts of a subject made by [`object_subject`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectParts {
+    /// The job kind.
+    pub kind: JobKind,
+    /// The object's kind, lowercase.
+    pub object_kind: String,
+    /// The namespace (`None`: cluster-scoped).
+    pub namespace: Option<String>,
+    /// The object's name.
+    pub name: String,
+}
+
+/// Reads a subject made by [`object_subject`] back.
+pub fn parse_subject(subject: &str) -> Option<SubjectParts> {
     let rest = subject.strip_prefix(SUBJECT_PREFIX)?.strip_prefix('.')?;
-    let mut parts = rest.splitn(3, '.');
+    let mut parts = rest.splitn(4, '.');
     let kind = JobKind::parse(parts.next()?)?;
+    let object_kind = parts.next()?.to_owned();
     let ns = parts.next()?;
     let name = parts.next()?.replace('~', ".");
-    let ns = (ns != "_").then(|| ns.to_owned());
-    Some((kind, ns, name))
+    Some(SubjectParts {
+        kind,
+        object_kind,
+        namespace: (ns != "_").then(|| ns.to_owned()),
+        name,
+    })
 }
 
 /// Why a job payload was refused.
@@ -271,16 +299,28 @@ mod tests {
     #[test]
     fn subjects_are_one_per_object_and_reversible() {
         let j = job();
-        assert_eq!(j.subject(), "drover.jobs.bootstrap.default.w~0");
+        assert_eq!(
+            j.subject(),
+            "drover.jobs.bootstrap.k0sworkerconfig.default.w~0"
+        );
         assert_eq!(
             parse_subject(&j.subject()),
-            Some((JobKind::Bootstrap, Some("default".into()), "w.0".into()))
+            Some(SubjectParts {
+                kind: JobKind::Bootstrap,
+                object_kind: "k0sworkerconfig".into(),
+                namespace: Some("default".into()),
+                name: "w.0".into()
+            })
         );
+        // Two kinds of object with one name and one job kind are two subjects.
+        let mut controller = j.clone();
+        controller.object.kind = "K0sControllerConfig".into();
+        assert_ne!(controller.subject(), j.subject());
         assert_eq!(
-            object_subject(JobKind::RemoteMachine, None, "n"),
-            "drover.jobs.remote-machine._.n"
+            object_subject(JobKind::RemoteMachine, "RemoteMachine", None, "n"),
+            "drover.jobs.remote-machine.remotemachine._.n"
         );
-        assert_eq!(parse_subject("drover.jobs.nope._.n"), None);
+        assert_eq!(parse_subject("drover.jobs.nope.x._.n"), None);
     }
 
     #[test]

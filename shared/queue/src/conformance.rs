@@ -147,6 +147,13 @@ pub async fn waiting_is_not_failing(q: &impl JobQueue) {
         q.finish(c[0].clone(), Outcome::RunAfter(Duration::from_millis(30)))
             .await
             .unwrap();
+        assert!(
+            q.claim(JobKind::Bootstrap, 1, NOW)
+                .await
+                .unwrap()
+                .is_empty(),
+            "it waits its time"
+        );
     }
     let c = q
         .claim(JobKind::Bootstrap, 1, Duration::from_secs(2))
@@ -178,6 +185,13 @@ pub async fn failures_retry_then_dead_letter(q: &impl JobQueue) {
             assert!(
                 matches!(finished, Finished::Retrying(d) if d >= PROFILE.retry.min_delay),
                 "{finished:?}"
+            );
+            assert!(
+                q.claim(JobKind::Bootstrap, 1, NOW)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "a retry waits for its backoff"
             );
         } else {
             assert_eq!(finished, Finished::DeadLettered);
@@ -304,4 +318,105 @@ pub async fn stats_replay_and_purge(q: &impl JobQueue) {
     );
     assert_eq!(q.purge(PurgeScope::Pending).await.unwrap(), 2);
     assert!(q.stats().await.unwrap().pending.is_empty());
+}
+
+/// 5 and 2 together: changes that arrive while an object keeps failing do
+/// not reset its attempts or skip its backoff, so it still ends in the dead
+/// letters; the newest change's content is what runs.
+pub async fn changes_do_not_reset_failures(q: &impl JobQueue) {
+    q.publish(&job(JobKind::Bootstrap, "flappy", 1))
+        .await
+        .unwrap();
+    let max = PROFILE.retry.max_attempts;
+    let mut rv = 1;
+    let mut dead = false;
+    for _ in 0..(max * 2) {
+        let Some(c) = q
+            .claim(JobKind::Bootstrap, 1, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .pop()
+        else {
+            break;
+        };
+        assert_eq!(
+            c.job.cause.resource_version,
+            rv.to_string(),
+            "the newest change runs"
+        );
+        rv += 1;
+        // The handler's own status write makes a new change while it fails.
+        q.publish(&job(JobKind::Bootstrap, "flappy", rv))
+            .await
+            .unwrap();
+        if q.finish(c, Outcome::Retry("still failing".into()))
+            .await
+            .unwrap()
+            == Finished::DeadLettered
+        {
+            dead = true;
+            break;
+        }
+        assert!(
+            q.claim(JobKind::Bootstrap, 1, NOW)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the backoff holds"
+        );
+    }
+    assert!(dead, "attempts accumulate across changes");
+}
+
+/// 6 and 5: a job whose workers keep dying (leases expire) is counted as
+/// failing and ends in the dead letters instead of circulating forever.
+pub async fn abandoned_claims_count_as_failures(q: &impl JobQueue) {
+    q.publish(&job(JobKind::RemoteMachine, "crashy", 1))
+        .await
+        .unwrap();
+    let max = PROFILE.retry.max_attempts;
+    for round in 0..max {
+        let c = q
+            .claim(JobKind::RemoteMachine, 1, PROFILE.lease * 4)
+            .await
+            .unwrap();
+        if round > 0 {
+            assert_eq!(c.len(), 1, "round {round}: the abandoned job comes back");
+            assert_eq!(c[0].job.attempt, round);
+        }
+        // Nobody finishes or renews it.
+        tokio::time::sleep(PROFILE.lease + Duration::from_millis(50)).await;
+    }
+    // The last lease expires and the job is dead-lettered at the next claim.
+    assert!(
+        q.claim(JobKind::RemoteMachine, 1, PROFILE.lease * 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = q.dead_letters(&JobSelector::all()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].error.contains("lease expired"), "{}", dead[0].error);
+}
+
+/// Replaying a dead letter never replaces a newer pending job of its object,
+/// and a huge "run again after" does not break the queue.
+pub async fn replay_keeps_newer_jobs_and_huge_delays_are_safe(q: &impl JobQueue) {
+    q.publish(&job(JobKind::JoinToken, "t", 3)).await.unwrap();
+    let c = q.claim(JobKind::JoinToken, 1, NOW).await.unwrap();
+    q.finish(c[0].clone(), Outcome::DeadLetter("bad".into()))
+        .await
+        .unwrap();
+    q.publish(&job(JobKind::JoinToken, "t", 10)).await.unwrap();
+    assert_eq!(q.replay(&JobSelector::all()).await.unwrap(), 0);
+    let c = q.claim(JobKind::JoinToken, 1, NOW).await.unwrap();
+    assert_eq!(c[0].job.cause.resource_version, "10");
+    q.finish(c[0].clone(), Outcome::RunAfter(Duration::MAX))
+        .await
+        .unwrap();
+    q.publish(&job(JobKind::Noop, "still-works", 1))
+        .await
+        .unwrap();
+    assert_eq!(q.claim(JobKind::Noop, 1, NOW).await.unwrap().len(), 1);
+    assert_eq!(q.dead_letters(&JobSelector::all()).await.unwrap().len(), 1);
 }

@@ -163,7 +163,10 @@ impl JobQueue for EmbeddedQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Claim>, QueueError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let start = tokio::time::Instant::now();
+        let deadline = start
+            .checked_add(wait)
+            .unwrap_or(start + Duration::from_secs(365 * 24 * 3600));
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -212,8 +215,8 @@ impl JobQueue for EmbeddedQueue {
             if let Ok(t) = txn.open_table(INFLIGHT) {
                 for row in t.iter().map_err(storage)? {
                     let (k, _) = row.map_err(storage)?;
-                    if let Some((kind, _, _)) = parse_subject(k.value()) {
-                        *stats.in_flight.entry(kind.to_string()).or_default() += 1;
+                    if let Some(parts) = parse_subject(k.value()) {
+                        *stats.in_flight.entry(parts.kind.to_string()).or_default() += 1;
                     }
                 }
             }
@@ -316,7 +319,8 @@ fn writer(db: &Database, rx: &std_mpsc::Receiver<Op>, config: &EmbeddedConfig) {
 enum OpOut {
     Published(Published),
     Claimed(Vec<Claim>, Option<u64>),
-    Renewed,
+    /// Whether the lease was still this claim's.
+    Renewed(bool),
     Finished(Finished),
     Count(usize),
 }
@@ -331,10 +335,7 @@ impl Op {
                 let (c, wake) = claim(txn, *kind, *max, now, config)?;
                 OpOut::Claimed(c, wake)
             }
-            Op::Renew(subject, id, _) => {
-                renew(txn, subject, id, now, config)?;
-                OpOut::Renewed
-            }
+            Op::Renew(subject, id, _) => OpOut::Renewed(renew(txn, subject, id, now, config)?),
             Op::Finish(c, outcome, _) => {
                 OpOut::Finished(finish(txn, (**c).clone(), outcome.clone(), now, config)?)
             }
@@ -370,7 +371,14 @@ impl Op {
                     _ => Err(mismatch()),
                 }),
             ),
-            Op::Renew(_, _, tx) => send(tx, r.map(|_| ())),
+            Op::Renew(subject, _, tx) => send(
+                tx,
+                r.and_then(|o| match o {
+                    OpOut::Renewed(true) => Ok(()),
+                    OpOut::Renewed(false) => Err(QueueError::LeaseLost(subject)),
+                    _ => Err(mismatch()),
+                }),
+            ),
             Op::Finish(_, _, tx) => send(
                 tx,
                 r.and_then(|o| match o {
@@ -412,12 +420,21 @@ fn enqueue(
         .get(subject.as_str())
         .map_err(storage)?
         .map(|v| v.value().to_vec());
+    let (mut job, mut history, mut ready_at_ms) = (job, history, ready_at_ms);
     let replaced = match prev {
         Some(bytes) => {
             let p: PendingRecord = decode(&subject, &bytes)?;
             ready
                 .remove((p.job.kind.as_str(), p.ready_at_ms, p.seq))
                 .map_err(storage)?;
+            // Newest wins, but a failing object keeps its failures and its
+            // backoff: a new change (often the handler's own status write)
+            // must not turn retries into a storm or keep them from ending.
+            if p.job.attempt > job.attempt {
+                job.attempt = p.job.attempt;
+                history = p.history;
+                ready_at_ms = ready_at_ms.max(p.ready_at_ms);
+            }
             true
         }
         None => false,
@@ -519,16 +536,17 @@ fn claim(
         let Some(bytes) = bytes else { continue };
         let lease: Lease = decode(&subject, &bytes)?;
         take_lease(txn, &subject, &lease.claim_id)?;
-        let has_newer = txn
-            .open_table(PENDING)
-            .map_err(storage)?
-            .get(subject.as_str())
-            .map_err(storage)?
-            .is_some();
-        if !has_newer {
-            tracing::warn!(subject = %subject, job = %lease.job.id, "claim expired; the job is claimable again");
-            enqueue(txn, lease.job, lease.history, now)?;
-        }
+        // A worker that died (or hung) mid-job counts as a failed attempt,
+        // so a job that kills its workers ends in the dead letters.
+        tracing::warn!(subject = %subject, job = %lease.job.id, "claim expired; the job counts a failed attempt");
+        record_failure(
+            txn,
+            lease.job,
+            lease.history,
+            "lease expired: the worker stopped renewing its claim".into(),
+            now,
+            config,
+        )?;
     }
     let mut claims = Vec::new();
     let mut next_ready: Option<u64> = None;
@@ -560,7 +578,7 @@ fn claim(
                 break 'scan;
             }
             if claim_one(txn, kind, ready_at, seq, &subject, now, config, &mut claims)? {
-                let end = now + config.lease.as_millis() as u64;
+                let end = later(now, config.lease);
                 earliest_lease_end = Some(earliest_lease_end.map_or(end, |e| e.min(end)));
             }
         }
@@ -613,7 +631,7 @@ fn claim_one(
         claim_id: uuid::Uuid::new_v4().to_string(),
         job: rec.job,
         history: rec.history,
-        expires_at_ms: now + config.lease.as_millis() as u64,
+        expires_at_ms: later(now, config.lease),
     };
     put_lease(txn, subject, &lease)?;
     claims.push(Claim {
@@ -660,18 +678,26 @@ fn take_lease(
     Ok(Some(lease))
 }
 
+/// Extends a lease; `false` when it is no longer this claim's (a normal
+/// outcome, not an error, so it does not abort the batch).
 fn renew(
     txn: &WriteTransaction,
     subject: &str,
     claim_id: &str,
     now: u64,
     config: &EmbeddedConfig,
-) -> Result<(), QueueError> {
+) -> Result<bool, QueueError> {
     let Some(mut lease) = take_lease(txn, subject, claim_id)? else {
-        return Err(QueueError::LeaseLost(subject.to_owned()));
+        return Ok(false);
     };
-    lease.expires_at_ms = now + config.lease.as_millis() as u64;
-    put_lease(txn, subject, &lease)
+    lease.expires_at_ms = later(now, config.lease);
+    put_lease(txn, subject, &lease)?;
+    Ok(true)
+}
+
+/// `now` plus `d`, saturating (a `RunAfter(Duration::MAX)` must not overflow).
+fn later(now: u64, d: Duration) -> u64 {
+    now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn dead_letter(
@@ -713,34 +739,17 @@ fn finish(
         .get(subject.as_str())
         .map_err(storage)?
         .is_some();
-    let (mut job, mut history) = (lease.job, lease.history);
+    let (job, mut history) = (lease.job, lease.history);
     match outcome {
         Outcome::Done => Ok(Finished::Settled),
         Outcome::RunAfter(d) => {
             // A newer pending job already makes the object run again.
             if !newer_pending {
-                enqueue(txn, job, history, now + d.as_millis() as u64)?;
+                enqueue(txn, job, history, later(now, d))?;
             }
             Ok(Finished::Settled)
         }
-        Outcome::Retry(error) => {
-            history.push(AttemptRecord {
-                at_ms: now,
-                error: error.clone(),
-            });
-            job.attempt += 1;
-            let policy = (config.policy)(job.kind);
-            if job.attempt >= policy.max_attempts.max(1) {
-                dead_letter(txn, job, error, history, now)?;
-                return Ok(Finished::DeadLettered);
-            }
-            if newer_pending {
-                return Ok(Finished::Settled);
-            }
-            let delay = policy.delay(job.attempt);
-            enqueue(txn, job, history, now + delay.as_millis() as u64)?;
-            Ok(Finished::Retrying(delay))
-        }
+        Outcome::Retry(error) => record_failure(txn, job, history, error, now, config),
         Outcome::DeadLetter(error) => {
             history.push(AttemptRecord {
                 at_ms: now,
@@ -750,6 +759,51 @@ fn finish(
             Ok(Finished::DeadLettered)
         }
     }
+}
+
+/// Counts a failed attempt: retry after the policy's delay, or dead-letter
+/// at its limit. A newer pending job for the object keeps its content but
+/// takes over the failures and the backoff, so changes cannot reset them.
+fn record_failure(
+    txn: &WriteTransaction,
+    mut job: Job,
+    mut history: Vec<AttemptRecord>,
+    error: String,
+    now: u64,
+    config: &EmbeddedConfig,
+) -> Result<Finished, QueueError> {
+    history.push(AttemptRecord {
+        at_ms: now,
+        error: error.clone(),
+    });
+    job.attempt += 1;
+    let policy = (config.policy)(job.kind);
+    let subject = job.subject();
+    let newer = txn
+        .open_table(PENDING)
+        .map_err(storage)?
+        .get(subject.as_str())
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let newer: Option<PendingRecord> = newer.map(|b| decode(&subject, &b)).transpose()?;
+    let exhausted = job.attempt >= policy.max_attempts.max(1);
+    let delay = policy.delay(job.attempt);
+    let attempt = job.attempt;
+    let result = if exhausted {
+        dead_letter(txn, job, error, history.clone(), now)?;
+        Finished::DeadLettered
+    } else if newer.is_none() {
+        enqueue(txn, job, history.clone(), later(now, delay))?;
+        Finished::Retrying(delay)
+    } else {
+        Finished::Retrying(delay)
+    };
+    if let Some(p) = newer {
+        let mut next = p.job;
+        next.attempt = attempt;
+        enqueue(txn, next, history, p.ready_at_ms.max(later(now, delay)))?;
+    }
+    Ok(result)
 }
 
 fn replay(txn: &WriteTransaction, selector: &JobSelector, now: u64) -> Result<usize, QueueError> {
@@ -765,7 +819,19 @@ fn replay(txn: &WriteTransaction, selector: &JobSelector, now: u64) -> Result<us
         }
         out
     };
+    let mut replayed = 0;
     for (key, d) in &matching {
+        // A newer pending job for the object already runs it (newest wins);
+        // the dead letter stays for the record.
+        let pending = txn
+            .open_table(PENDING)
+            .map_err(storage)?
+            .get(d.job.subject().as_str())
+            .map_err(storage)?
+            .is_some();
+        if pending {
+            continue;
+        }
         txn.open_table(DEAD)
             .map_err(storage)?
             .remove(key.as_str())
@@ -774,8 +840,9 @@ fn replay(txn: &WriteTransaction, selector: &JobSelector, now: u64) -> Result<us
         job.attempt = 0;
         job.cause.change = Change::Replay;
         enqueue(txn, job, Vec::new(), now)?;
+        replayed += 1;
     }
-    Ok(matching.len())
+    Ok(replayed)
 }
 
 fn purge(txn: &WriteTransaction, scope: PurgeScope) -> Result<usize, QueueError> {

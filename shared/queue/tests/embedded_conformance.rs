@@ -38,6 +38,9 @@ conformance_tests!(
     leases_expire_and_renew,
     duplicates_are_dropped,
     stats_replay_and_purge,
+    changes_do_not_reset_failures,
+    abandoned_claims_count_as_failures,
+    replay_keeps_newer_jobs_and_huge_delays_are_safe,
 );
 
 /// 1: what publish accepted survives closing and reopening the file, and so
@@ -66,7 +69,10 @@ async fn jobs_survive_a_restart() {
             .unwrap();
     }
     // The writer thread ends when the queue is dropped; give it a moment to release the file.
+    let mut tries = 0;
     let q = loop {
+        tries += 1;
+        assert!(tries < 100, "the queue file did not reopen");
         match EmbeddedQueue::open(
             &dir.path().join("queue.redb"),
             EmbeddedConfig {
