@@ -116,6 +116,31 @@ pub struct ListQuery {
     pub continue_token: Option<String>,
 }
 
+/// What a simulated controller's event loop gets next.
+pub(crate) enum ControllerEvent {
+    /// A change.
+    Change(Arc<WatchEvent>),
+    /// Events were missed (the controller fell behind): look at everything.
+    Resync,
+    /// The cluster stopped.
+    Stop,
+}
+
+/// The next change for a simulated controller, or a resync when it lagged.
+pub(crate) async fn next_event(
+    events: &mut broadcast::Receiver<Arc<WatchEvent>>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> ControllerEvent {
+    tokio::select! {
+        ev = events.recv() => match ev {
+            Ok(ev) => ControllerEvent::Change(ev),
+            Err(broadcast::error::RecvError::Lagged(_)) => ControllerEvent::Resync,
+            Err(broadcast::error::RecvError::Closed) => ControllerEvent::Stop,
+        },
+        _ = stop.changed() => ControllerEvent::Stop,
+    }
+}
+
 /// Work for the simulated garbage collector and namespace controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Housekeeping {
@@ -235,6 +260,29 @@ impl Cluster {
     /// Subscribes to every change, in order.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
         self.events.subscribe()
+    }
+
+    /// Every stored object of `res`, for simulated controllers that fell
+    /// behind the event stream and must look at everything again.
+    pub(crate) fn snapshot(&self, res: &Resource) -> Vec<(Option<String>, Arc<Value>)> {
+        let st = self.lock();
+        let everything = ListQuery::default();
+        st.store
+            .list(
+                res,
+                None,
+                &everything.labels,
+                &everything.fields,
+                None,
+                None,
+            )
+            .map(|page| {
+                page.items
+                    .into_iter()
+                    .map(|o| (o["metadata"]["namespace"].as_str().map(str::to_owned), o))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The current resourceVersion.

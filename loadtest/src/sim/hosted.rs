@@ -22,9 +22,9 @@ use std::sync::{Arc, Weak};
 
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use super::cluster::{Cluster, Target};
+use super::cluster::{Cluster, ControllerEvent, Target, next_event};
 use super::server::SimInner;
 use super::store::{EventType, Resource};
 use super::tls::ClusterCa;
@@ -55,62 +55,68 @@ pub(crate) async fn run(mgmt: Arc<Cluster>, sim: Weak<SimInner>, mut stop: watch
     let mut events = mgmt.subscribe();
     let sts = Resource::new("apps", "statefulsets");
     loop {
-        let ev = tokio::select! {
-            ev = events.recv() => match ev {
-                Ok(ev) => ev,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = stop.changed() => return,
+        let changes = match next_event(&mut events, &mut stop).await {
+            ControllerEvent::Change(ev) if ev.resource == sts => vec![(ev.kind, ev.object.clone())],
+            ControllerEvent::Change(_) => continue,
+            // Missed events: look at every StatefulSet again.
+            ControllerEvent::Resync => mgmt
+                .snapshot(&sts)
+                .into_iter()
+                .map(|(_, o)| (EventType::Modified, o))
+                .collect(),
+            ControllerEvent::Stop => return,
         };
-        if ev.resource != sts {
-            continue;
+        for (kind, object) in changes {
+            on_statefulset(&mgmt, &sim, kind, &object);
         }
-        let Some((ns, name)) = control_plane_of(&ev.object) else {
-            continue;
-        };
-        let Some(sim) = sim.upgrade() else { return };
-        let child = child_name(&ns, &name);
-        if ev.kind == EventType::Deleted {
-            let _ = sim.remove_cluster(&child);
-            continue;
+    }
+}
+
+/// Starts or stops the child cluster a StatefulSet change calls for.
+fn on_statefulset(mgmt: &Cluster, sim: &Weak<SimInner>, kind: EventType, object: &Value) {
+    let Some((ns, name)) = control_plane_of(object) else {
+        return;
+    };
+    let Some(sim) = sim.upgrade() else { return };
+    let child = child_name(&ns, &name);
+    if kind == EventType::Deleted {
+        let _ = sim.remove_cluster(&child);
+        return;
+    }
+    let ready = object
+        .pointer("/status/readyReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        >= 1;
+    if !ready || sim.cluster(&child).is_some() {
+        return;
+    }
+    let ca = cluster_ca(mgmt, &ns, &name);
+    match sim.add_cluster(&child, ca) {
+        Ok(h) => {
+            let address = h.addr.to_string();
+            tracing::info!(child = %child, %address, "hosted control plane is up");
+            annotate(
+                mgmt,
+                "apps",
+                "statefulsets",
+                &ns,
+                &format!("kmc-{name}"),
+                &address,
+                &child,
+            );
+            annotate(
+                mgmt,
+                "",
+                "services",
+                &ns,
+                &format!("kmc-{name}"),
+                &address,
+                &child,
+            );
         }
-        let ready = ev
-            .object
-            .pointer("/status/readyReplicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            >= 1;
-        if !ready || sim.cluster(&child).is_some() {
-            continue;
-        }
-        let ca = cluster_ca(&mgmt, &ns, &name);
-        match sim.add_cluster(&child, ca) {
-            Ok(h) => {
-                let address = h.addr.to_string();
-                tracing::info!(child = %child, %address, "hosted control plane is up");
-                annotate(
-                    &mgmt,
-                    "apps",
-                    "statefulsets",
-                    &ns,
-                    &format!("kmc-{name}"),
-                    &address,
-                    &child,
-                );
-                annotate(
-                    &mgmt,
-                    "",
-                    "services",
-                    &ns,
-                    &format!("kmc-{name}"),
-                    &address,
-                    &child,
-                );
-            }
-            Err(e) => {
-                tracing::warn!(child = %child, error = %e, "starting the child cluster failed")
-            }
+        Err(e) => {
+            tracing::warn!(child = %child, error = %e, "starting the child cluster failed")
         }
     }
 }

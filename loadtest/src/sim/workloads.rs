@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
-use super::cluster::{Cluster, ListQuery, Target, WriteOptions, now};
+use super::cluster::{Cluster, ControllerEvent, ListQuery, Target, WriteOptions, next_event, now};
 use super::store::{EventType, Resource, WatchEvent};
 
 /// Which controllers run, and after how long they act. `None` turns one off.
@@ -52,22 +51,46 @@ pub async fn run(
 ) {
     let mut events = cluster.subscribe();
     loop {
-        let ev = tokio::select! {
-            ev = events.recv() => match ev {
-                Ok(ev) => ev,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = stop.changed() => return,
+        let changes: Vec<Arc<WatchEvent>> = match next_event(&mut events, &mut stop).await {
+            ControllerEvent::Change(ev) => vec![ev],
+            // Missed events: reconcile every object these controllers own.
+            ControllerEvent::Resync => resync_events(&cluster),
+            ControllerEvent::Stop => return,
         };
-        if let Some((delay, work)) = route(&ev, &config) {
-            let cluster = cluster.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                work(&cluster);
-            });
+        for ev in changes {
+            if let Some((delay, work)) = route(&ev, &config) {
+                let cluster = cluster.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    work(&cluster);
+                });
+            }
         }
     }
+}
+
+/// Every StatefulSet, Deployment, PVC and Service, as if each had just changed.
+fn resync_events(cluster: &Cluster) -> Vec<Arc<WatchEvent>> {
+    let mut out = Vec::new();
+    for res in [
+        Resource::new("apps", "statefulsets"),
+        Resource::new("apps", "deployments"),
+        Resource::new("", "persistentvolumeclaims"),
+        Resource::new("", "services"),
+    ] {
+        for (namespace, object) in cluster.snapshot(&res) {
+            out.push(Arc::new(WatchEvent {
+                rv: 0,
+                resource: res.clone(),
+                namespace,
+                kind: EventType::Modified,
+                object,
+                prev: None,
+                object_json: Arc::default(),
+            }));
+        }
+    }
+    out
 }
 
 type Work = Box<dyn FnOnce(&Cluster) + Send>;
