@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use drover_shared::crds;
 use drover_shared::manifests::{self, SchemaRegistry};
 
+mod loadtest;
 mod sim;
 
 /// k0smotron-compatible Cluster API providers: a thin watcher, a durable job
@@ -130,7 +131,7 @@ fn main() -> ExitCode {
                     batch,
                     report,
                 },
-        } => sim::loadtest_queue(&backend, jobs, concurrency, batch, report),
+        } => loadtest::queue(&backend, jobs, concurrency, batch, report),
         Command::Sim {
             action:
                 Some(SimAction::Bench {
@@ -163,6 +164,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a JSON report and, when asked, writes it to a file too.
+fn emit_report(report: &serde_json::Value, file: Option<PathBuf>) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    println!("{text}");
+    if let Some(path) = file {
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn write_crds(dir: &Path, check: bool) -> Result<()> {

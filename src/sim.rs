@@ -40,43 +40,7 @@ pub fn bench(
             },
         ))
         .map_err(|e| anyhow::anyhow!("benchmark failed: {e}"))?;
-    let text = serde_json::to_string_pretty(&out)?;
-    println!("{text}");
-    if let Some(path) = report {
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// `drover loadtest queue`.
-pub fn loadtest_queue(
-    backend: &str,
-    jobs: usize,
-    concurrency: usize,
-    batch: usize,
-    report: Option<PathBuf>,
-) -> Result<()> {
-    if backend != "embedded" {
-        anyhow::bail!(
-            "--backend {backend:?}: only \"embedded\" exists so far (JetStream comes with its backend)"
-        );
-    }
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let out = rt
-        .block_on(drover_loadtest::queue::run_embedded(
-            drover_loadtest::queue::QueueLoadOptions {
-                jobs,
-                concurrency,
-                batch,
-            },
-        ))
-        .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
-    let text = serde_json::to_string_pretty(&out)?;
-    println!("{text}");
-    if let Some(path) = report {
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    crate::emit_report(&out, report)
 }
 
 async fn serve(opts: Options) -> Result<()> {
