@@ -714,6 +714,7 @@ fn dead_letter(
         error,
         history,
         dead_at_ms: now,
+        raw: None,
     };
     txn.open_table(DEAD)
         .map_err(storage)?

@@ -22,7 +22,9 @@
 //! - [`policy`]: retry policies per kind.
 //! - [`JobQueue`]: the trait.
 //! - [`embedded`]: the redb backend, for the single-process mode.
+//! - [`jetstream`]: the NATS JetStream backend, for fleets.
 //! - [`conformance`]: the suite every backend must pass.
+//! - [`nats_server`]: real nats-server processes for tests and load tests.
 //! - [`error`]: this crate's error type.
 //!
 //! [`Job`]: drover_shared::jobs::Job
@@ -31,7 +33,9 @@
 pub mod conformance;
 pub mod embedded;
 pub mod error;
+pub mod jetstream;
 pub mod model;
+pub mod nats_server;
 pub mod policy;
 
 use std::future::Future;

@@ -78,6 +78,10 @@ pub struct DeadLetter {
     pub history: Vec<AttemptRecord>,
     /// When it was dead-lettered, milliseconds since the Unix epoch.
     pub dead_at_ms: u64,
+    /// A payload that did not decode as a job, as received (lossy UTF-8).
+    /// Then `job` is rebuilt from the subject and cannot be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
 }
 
 /// Which jobs an operation applies to.

@@ -1,0 +1,1132 @@
+//! The JetStream backend, for fleets: many watcher and worker processes
+//! share one NATS JetStream (a single server or an R3 cluster).
+//!
+//! Three streams:
+//!
+//! - `DROVER_JOBS` (`drover.jobs.>`): a WorkQueue stream with one subject
+//!   per object and `max_msgs_per_subject = 1`, so a publish replaces the
+//!   object's pending job (coalescing, newest wins) and `Nats-Msg-Id`
+//!   drops a change published twice (dedupe). One durable pull consumer per
+//!   job kind (separate pools); its `ack_wait` is the lease.
+//! - `DROVER_OBJECTS` (`drover.objects.>`): one record per object with the
+//!   claim that holds it, its failed attempts and its backoff. Records are
+//!   written with `Nats-Expected-Last-Subject-Sequence` (compare-and-set on
+//!   the record's sequence) and removed by deleting that exact sequence, so
+//!   two workers can never both hold an object. This is a JetStream KV
+//!   bucket in all but name; the plain stream saves the KV client's extra
+//!   lookups on create-after-delete.
+//! - `DROVER_DEAD` (`drover.dead.<kind>.<cluster>.<id>`): dead letters.
+//!
+//! Why the record is needed: a publish replaces even a message in flight,
+//! and the replacement is deliverable at once. A claim that finds the
+//! object held naks the message until the holder's lease ends and marks
+//! the record "waiting"; the holder, on finishing, sees the mark and
+//! re-publishes the newest job so it runs now instead of after the nak.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
+use async_nats::jetstream::stream::{
+    self, DeleteMessageErrorKind, LastRawMessageErrorKind, RetentionPolicy, StorageType, Stream,
+};
+use bytes::Bytes;
+use drover_shared::jobs::{Cause, Change, Job, JobKind, ObjectRef, parse_subject};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    AttemptRecord, Claim, DeadLetter, Finished, JobSelector, Outcome, Published, PurgeScope,
+    QueueStats,
+};
+use crate::{JobQueue, QueueError, RetryPolicy};
+
+/// The oldest nats-server drover accepts. 2.10 brought the consumer and
+/// stream fields async-nats' `server_2_10` gate exposes (a 2.9 server
+/// silently drops them) and a new storage format.
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
+
+const JOBS_STREAM: &str = "DROVER_JOBS";
+const OBJECTS_STREAM: &str = "DROVER_OBJECTS";
+const DEAD_STREAM: &str = "DROVER_DEAD";
+const OBJECTS_PREFIX: &str = "drover.objects";
+const DEAD_PREFIX: &str = "drover.dead";
+/// Nak delays are capped: a "run again after" of years is a bug upstream,
+/// and the server takes the delay in nanoseconds.
+const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Compare-and-set rounds before a claim gives the message back.
+const CAS_ROUNDS: usize = 8;
+
+/// How to authenticate to NATS.
+#[derive(Clone, Debug, Default)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// User and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A token.
+    Token(String),
+    /// An nkey seed (`SU...`).
+    NKeySeed(String),
+    /// A `.creds` file (JWT plus nkey seed).
+    CredsFile(PathBuf),
+}
+
+/// TLS to NATS.
+#[derive(Clone, Debug, Default)]
+pub struct NatsTls {
+    /// Extra root CA (PEM) to trust.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Refuse a server that does not offer TLS.
+    pub required: bool,
+}
+
+/// Settings of a JetStream queue.
+#[derive(Clone, Debug)]
+pub struct JetStreamConfig {
+    /// Server URLs, comma-separated (`nats://127.0.0.1:4222`).
+    pub url: String,
+    /// Credentials.
+    pub auth: NatsAuth,
+    /// TLS, if any.
+    pub tls: Option<NatsTls>,
+    /// How long a claim lasts without renewal (the consumers' `ack_wait`).
+    pub lease: Duration,
+    /// How long a publish id is remembered (the stream's duplicate window).
+    pub dedupe_window: Duration,
+    /// Retry policy per kind.
+    pub policy: fn(JobKind) -> RetryPolicy,
+    /// Stream replicas: 1, or 3 on a three-node cluster.
+    pub replicas: usize,
+    /// Bound on each JetStream API request.
+    pub request_timeout: Duration,
+}
+
+impl JetStreamConfig {
+    /// Defaults for a server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            auth: NatsAuth::None,
+            tls: None,
+            lease: Duration::from_secs(60),
+            dedupe_window: Duration::from_secs(120),
+            policy: RetryPolicy::for_kind,
+            replicas: 1,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Who holds an object, and its failures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hold: Option<Hold>,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<AttemptRecord>,
+    /// Backoff: no claim before this time (ms since the epoch).
+    #[serde(default)]
+    not_before_ms: u64,
+    /// A newer job was refused while held: wake it when the hold ends.
+    #[serde(default)]
+    waiting: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Hold {
+    claim: String,
+    until_ms: u64,
+    kind: JobKind,
+}
+
+/// The parts of a claim id: `<uuid>|<stream sequence>|<ack subject>`. The
+/// ack subject lets any process finish a claim, not only the claimer.
+struct ClaimRef<'a> {
+    id: &'a str,
+    seq: u64,
+    reply: &'a str,
+}
+
+fn parse_claim_id(claim_id: &str) -> Option<ClaimRef<'_>> {
+    let mut parts = claim_id.splitn(3, '|');
+    Some(ClaimRef {
+        id: parts.next()?,
+        seq: parts.next()?.parse().ok()?,
+        reply: parts.next()?,
+    })
+}
+
+/// A JetStream-backed [`JobQueue`].
+pub struct JetStreamQueue {
+    js: Context,
+    jobs: Stream,
+    objects: Stream,
+    dead: Stream,
+    consumers: HashMap<JobKind, PullConsumer>,
+    config: JetStreamConfig,
+    /// Claim uuid → its record's sequence, so finishing and renewing a
+    /// claim of this process is one compare-and-set without a read.
+    revisions: Mutex<HashMap<String, u64>>,
+}
+
+fn nats(op: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> QueueError {
+    move |source| QueueError::Nats { op, source }
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+) -> impl FnOnce(E) -> QueueError {
+    move |e| QueueError::Nats {
+        op,
+        source: Box::new(e),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn later(now: u64, d: Duration) -> u64 {
+    now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Parses `2.10.3`, `2.11.0-RC.1` and the like.
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.trim_start_matches('v').split(['-', '+']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`].
+pub fn check_server_version(version: &str) -> Result<(), QueueError> {
+    match parse_version(version) {
+        Some(v) if v >= MIN_SERVER_VERSION => Ok(()),
+        _ => Err(QueueError::ServerTooOld {
+            found: version.to_owned(),
+            minimum: format!(
+                "{}.{}.{}",
+                MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1, MIN_SERVER_VERSION.2
+            ),
+        }),
+    }
+}
+
+fn object_record_subject(job_subject: &str) -> String {
+    format!(
+        "{OBJECTS_PREFIX}{}",
+        job_subject
+            .strip_prefix(drover_shared::jobs::SUBJECT_PREFIX)
+            .unwrap_or(job_subject)
+    )
+}
+
+fn dead_subject(job: &Job) -> String {
+    let cluster = job.cluster.as_deref().unwrap_or("_").replace('.', "~");
+    format!("{DEAD_PREFIX}.{}.{cluster}.{}", job.kind.as_str(), job.id)
+}
+
+/// Connects to NATS with `config`'s credentials and TLS.
+pub async fn connect(config: &JetStreamConfig) -> Result<async_nats::Client, QueueError> {
+    let mut opts = match &config.auth {
+        NatsAuth::None => async_nats::ConnectOptions::new(),
+        NatsAuth::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+        NatsAuth::NKeySeed(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+        NatsAuth::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(boxed("read the NATS credentials file"))?,
+    };
+    if let Some(tls) = &config.tls {
+        if let Some(ca) = &tls.ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client_cert {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        opts = opts.require_tls(tls.required);
+    }
+    let client = opts
+        .name("drover")
+        .connection_timeout(config.request_timeout)
+        .request_timeout(Some(config.request_timeout))
+        .connect(config.url.as_str())
+        .await
+        .map_err(boxed("connect to NATS"))?;
+    check_server_version(&client.server_info().version)?;
+    Ok(client)
+}
+
+impl JetStreamQueue {
+    /// Connects, checks the server's version, and creates (or updates) the
+    /// streams and one durable consumer per job kind.
+    pub async fn connect(config: JetStreamConfig) -> Result<Self, QueueError> {
+        let client = connect(&config).await?;
+        Self::with_client(client, config).await
+    }
+
+    /// Like [`JetStreamQueue::connect`] on an existing connection.
+    pub async fn with_client(
+        client: async_nats::Client,
+        config: JetStreamConfig,
+    ) -> Result<Self, QueueError> {
+        check_server_version(&client.server_info().version)?;
+        let js = async_nats::jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client);
+        let replicas = config.replicas.max(1);
+        let jobs = ensure_stream(
+            &js,
+            stream::Config {
+                name: JOBS_STREAM.into(),
+                subjects: vec![format!("{}.>", drover_shared::jobs::SUBJECT_PREFIX)],
+                retention: RetentionPolicy::WorkQueue,
+                max_messages_per_subject: 1,
+                duplicate_window: config.dedupe_window,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let objects = ensure_stream(
+            &js,
+            stream::Config {
+                name: OBJECTS_STREAM.into(),
+                subjects: vec![format!("{OBJECTS_PREFIX}.>")],
+                max_messages_per_subject: 1,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let dead = ensure_stream(
+            &js,
+            stream::Config {
+                name: DEAD_STREAM.into(),
+                subjects: vec![format!("{DEAD_PREFIX}.>")],
+                storage: StorageType::File,
+                num_replicas: replicas,
+                duplicate_window: config.dedupe_window,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let mut consumers = HashMap::new();
+        for kind in JobKind::ALL {
+            let name = format!("drover-{}", kind.as_str());
+            let c = jobs
+                .create_consumer(pull::Config {
+                    durable_name: Some(name),
+                    filter_subject: format!(
+                        "{}.{}.>",
+                        drover_shared::jobs::SUBJECT_PREFIX,
+                        kind.as_str()
+                    ),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: config.lease,
+                    // Attempts are counted in the object record (waiting
+                    // and refused claims are deliveries but not failures).
+                    max_deliver: -1,
+                    // Jobs waiting for their time are "ack pending" too.
+                    max_ack_pending: -1,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(boxed("create a consumer"))?;
+            consumers.insert(kind, c);
+        }
+        Ok(Self {
+            js,
+            jobs,
+            objects,
+            dead,
+            consumers,
+            config,
+            revisions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The JetStream context (for tools and tests).
+    pub fn context(&self) -> &Context {
+        &self.js
+    }
+
+    fn acker(&self, reply: &str) -> Acker {
+        Acker::new(self.js.clone(), Some(reply.to_owned().into()))
+    }
+
+    async fn nak(&self, reply: &str, delay: Duration) -> Result<(), QueueError> {
+        self.acker(reply)
+            .ack_with(AckKind::Nak(Some(delay.min(MAX_DELAY))))
+            .await
+            .map_err(nats("nak a job"))
+    }
+
+    /// Publishes `payload` to `subject` expecting the subject's last
+    /// sequence to be `expect` (0: no message). `Ok(None)` when it was not.
+    async fn publish_expecting(
+        &self,
+        subject: String,
+        payload: Bytes,
+        expect: Option<u64>,
+        msg_id: Option<&str>,
+    ) -> Result<Option<(u64, bool)>, QueueError> {
+        let mut msg = PublishMessage::build().payload(payload);
+        if let Some(e) = expect {
+            msg = msg.expected_last_subject_sequence(e);
+        }
+        if let Some(id) = msg_id {
+            msg = msg.message_id(id);
+        }
+        let ack = self
+            .js
+            .send_publish(subject, msg)
+            .await
+            .map_err(boxed("publish"))?
+            .await;
+        match ack {
+            Ok(a) => Ok(Some((a.sequence, a.duplicate))),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(QueueError::Nats {
+                op: "publish",
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn read_state(&self, subject: &str) -> Result<Option<(u64, ObjectState)>, QueueError> {
+        match self.objects.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => {
+                let st =
+                    serde_json::from_slice(&m.payload).map_err(|source| QueueError::Corrupt {
+                        key: subject.to_owned(),
+                        source,
+                    })?;
+                Ok(Some((m.sequence, st)))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(QueueError::Nats {
+                op: "read an object record",
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Writes the record if its sequence is still `expect` (0: none).
+    async fn write_state(
+        &self,
+        subject: &str,
+        st: &ObjectState,
+        expect: u64,
+    ) -> Result<Option<u64>, QueueError> {
+        let body = serde_json::to_vec(st).expect("object records serialize");
+        Ok(self
+            .publish_expecting(subject.to_owned(), body.into(), Some(expect), None)
+            .await?
+            .map(|(seq, _)| seq))
+    }
+
+    /// Deletes the record if its sequence is still `seq`.
+    async fn delete_state(&self, seq: u64) -> Result<bool, QueueError> {
+        match self.objects.delete_message(seq).await {
+            Ok(_) => Ok(true),
+            // "no message found": it was replaced (or deleted) meanwhile.
+            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(_)) => Ok(false),
+            Err(e) => Err(QueueError::Nats {
+                op: "delete an object record",
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Stores a dead letter. Its `Nats-Msg-Id` makes a repeat (a crash
+    /// between this and the term) one record.
+    async fn store_dead(&self, d: &DeadLetter, seq: u64) -> Result<(), QueueError> {
+        tracing::warn!(job = %d.job.id, kind = %d.job.kind, object = %d.job.object_key(), error = %d.error, "job dead-lettered");
+        let body = serde_json::to_vec(d).expect("dead letters serialize");
+        let id = format!("dead/{}/{seq}", d.job.id);
+        self.publish_expecting(dead_subject(&d.job), body.into(), None, Some(&id))
+            .await?;
+        Ok(())
+    }
+
+    async fn term(&self, reply: &str) -> Result<(), QueueError> {
+        self.acker(reply)
+            .double_ack_with(AckKind::Term)
+            .await
+            .map_err(nats("terminate a job"))
+    }
+
+    /// A payload that is not a job: dead-lettered with the reason, and
+    /// removed from the work stream. The worker goes on.
+    async fn dead_letter_malformed(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        seq: u64,
+        reply: &str,
+        reason: String,
+    ) -> Result<(), QueueError> {
+        let parts = parse_subject(subject);
+        let job = Job {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: parts.as_ref().map_or(JobKind::Noop, |p| p.kind),
+            object: ObjectRef {
+                api_version: String::new(),
+                kind: parts
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.object_kind.clone()),
+                namespace: parts.as_ref().and_then(|p| p.namespace.clone()),
+                name: parts.as_ref().map_or_else(String::new, |p| p.name.clone()),
+                uid: String::new(),
+            },
+            cluster: None,
+            cause: Cause {
+                change: Change::Related,
+                generation: None,
+                resource_version: String::new(),
+                via: None,
+            },
+            attempt: 0,
+            trace: None,
+        };
+        let d = DeadLetter {
+            job,
+            error: format!("{reason} (subject {subject}, stream sequence {seq})"),
+            history: Vec::new(),
+            dead_at_ms: now_ms(),
+            raw: Some(String::from_utf8_lossy(&payload[..payload.len().min(4096)]).into_owned()),
+        };
+        self.store_dead(&d, seq).await?;
+        self.term(reply).await
+    }
+
+    /// Turns one delivered message into a claim, or gives it back: held by
+    /// another claim, in backoff, or dead-lettered here.
+    async fn admit(
+        &self,
+        kind: JobKind,
+        msg: async_nats::jetstream::Message,
+    ) -> Result<Option<Claim>, QueueError> {
+        let seq = msg.info().map_err(nats("read a delivery"))?.stream_sequence;
+        let Some(reply) = msg.reply.as_ref().map(|r| r.to_string()) else {
+            return Ok(None);
+        };
+        let subject = msg.subject.to_string();
+        let job = match drover_shared::jobs::decode(&msg.payload) {
+            Ok(job) if job.kind == kind && job.subject() == subject => job,
+            Ok(job) => {
+                let reason = format!(
+                    "job {} of kind {} for {} arrived on subject {subject}, which names another object or kind",
+                    job.id,
+                    job.kind,
+                    job.subject()
+                );
+                self.dead_letter_malformed(&subject, &msg.payload, seq, &reply, reason)
+                    .await?;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.dead_letter_malformed(&subject, &msg.payload, seq, &reply, e.to_string())
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let record = object_record_subject(&subject);
+        let policy = (self.config.policy)(kind);
+        let claim_uuid = uuid::Uuid::new_v4().to_string();
+        let mut current: Option<(u64, ObjectState)> = None;
+        for round in 0..CAS_ROUNDS {
+            let now = now_ms();
+            let hold = Some(Hold {
+                claim: claim_uuid.clone(),
+                until_ms: later(now, self.config.lease),
+                kind,
+            });
+            // The common case first: no record, one write.
+            if round > 0 {
+                current = self.read_state(&record).await?;
+            }
+            let (expect, mut st) = match current.take() {
+                None => (0, ObjectState::default()),
+                Some((rev, st)) => (rev, st),
+            };
+            if let Some(h) = &st.hold {
+                if h.until_ms > now {
+                    // Held: come back when the lease ends; the holder wakes
+                    // us sooner if it finishes.
+                    if !st.waiting {
+                        st.waiting = true;
+                        if self.write_state(&record, &st, expect).await?.is_none() {
+                            continue;
+                        }
+                    }
+                    let wait = Duration::from_millis(h.until_ms - now + 50);
+                    self.nak(&reply, wait).await?;
+                    return Ok(None);
+                }
+                // The holder stopped renewing: that run failed.
+                st.attempts += 1;
+                st.history.push(AttemptRecord {
+                    at_ms: now,
+                    error: format!(
+                        "lease expired: the worker holding claim {} stopped renewing it",
+                        h.claim
+                    ),
+                });
+                st.hold = None;
+                if st.attempts >= policy.max_attempts.max(1) {
+                    if self.delete_or_conflict(expect).await? {
+                        let mut job = job;
+                        job.attempt = st.attempts;
+                        let d = DeadLetter {
+                            error: st
+                                .history
+                                .last()
+                                .map(|h| h.error.clone())
+                                .unwrap_or_default(),
+                            job,
+                            history: st.history,
+                            dead_at_ms: now,
+                            raw: None,
+                        };
+                        self.store_dead(&d, seq).await?;
+                        self.term(&reply).await?;
+                        return Ok(None);
+                    }
+                    continue;
+                }
+            } else if st.not_before_ms > now {
+                self.nak(&reply, Duration::from_millis(st.not_before_ms - now))
+                    .await?;
+                return Ok(None);
+            }
+            st.hold = hold;
+            st.waiting = false;
+            st.not_before_ms = 0;
+            match self.write_state(&record, &st, expect).await? {
+                Some(rev) => {
+                    self.revisions
+                        .lock()
+                        .expect("revision map")
+                        .insert(claim_uuid.clone(), rev);
+                    let mut job = job;
+                    job.attempt = st.attempts;
+                    return Ok(Some(Claim {
+                        job,
+                        claim_id: format!("{claim_uuid}|{seq}|{reply}"),
+                        history: st.history,
+                    }));
+                }
+                None => continue,
+            }
+        }
+        // Heavy contention on one object: try again shortly.
+        self.nak(&reply, Duration::from_millis(20)).await?;
+        Ok(None)
+    }
+
+    async fn delete_or_conflict(&self, expect: u64) -> Result<bool, QueueError> {
+        if expect == 0 {
+            return Ok(true);
+        }
+        self.delete_state(expect).await
+    }
+
+    /// The record of `claim`'s object if `claim` still holds it.
+    async fn held(
+        &self,
+        record: &str,
+        claim: &ClaimRef<'_>,
+    ) -> Result<Option<(u64, ObjectState)>, QueueError> {
+        Ok(self
+            .read_state(record)
+            .await?
+            .filter(|(_, st)| st.hold.as_ref().is_some_and(|h| h.claim == claim.id)))
+    }
+
+    /// Replaces the held record with `next` (`None`: deletes it). While a
+    /// claim holds its object only the claim writes the record (and waiters
+    /// set `waiting`), so `next` is computed from the claim alone.
+    /// `Ok(None)` when the claim no longer holds the object; otherwise
+    /// whether a newer job was waiting.
+    async fn release(
+        &self,
+        record: &str,
+        claim: &ClaimRef<'_>,
+        next: Option<ObjectState>,
+    ) -> Result<Option<bool>, QueueError> {
+        let cached = self
+            .revisions
+            .lock()
+            .expect("revision map")
+            .remove(claim.id);
+        // Fast path: the record is as this process last wrote it.
+        if let Some(rev) = cached
+            && self.replace_state(record, rev, next.as_ref()).await?
+        {
+            return Ok(Some(false));
+        }
+        for _ in 0..CAS_ROUNDS {
+            let Some((rev, st)) = self.held(record, claim).await? else {
+                return Ok(None);
+            };
+            if self.replace_state(record, rev, next.as_ref()).await? {
+                return Ok(Some(st.waiting));
+            }
+        }
+        Err(QueueError::Contended(record.to_owned()))
+    }
+
+    async fn replace_state(
+        &self,
+        record: &str,
+        rev: u64,
+        next: Option<&ObjectState>,
+    ) -> Result<bool, QueueError> {
+        match next {
+            None => self.delete_state(rev).await,
+            Some(n) => Ok(self.write_state(record, n, rev).await?.is_some()),
+        }
+    }
+
+    /// Makes the newest job of an object deliverable now: it was naked
+    /// while the object was held. Re-published in place (the stream keeps
+    /// one message per subject), unless something newer came meanwhile.
+    async fn wake(&self, job_subject: &str, own_seq: u64) -> Result<(), QueueError> {
+        let newest = match self.jobs.get_last_raw_message_by_subject(job_subject).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+            Err(e) => {
+                return Err(QueueError::Nats {
+                    op: "read a pending job",
+                    source: Box::new(e),
+                });
+            }
+        };
+        if newest.sequence == own_seq {
+            return Ok(());
+        }
+        self.publish_expecting(
+            job_subject.to_owned(),
+            newest.payload,
+            Some(newest.sequence),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn dead_letter_claim(
+        &self,
+        record: &str,
+        c: &ClaimRef<'_>,
+        job: Job,
+        error: String,
+        history: Vec<AttemptRecord>,
+        now: u64,
+    ) -> Result<Finished, QueueError> {
+        let Some(waiting) = self.release(record, c, None).await? else {
+            return Ok(Finished::LeaseLost);
+        };
+        let subject = job.subject();
+        let d = DeadLetter {
+            job,
+            error,
+            history,
+            dead_at_ms: now,
+            raw: None,
+        };
+        self.store_dead(&d, c.seq).await?;
+        self.term(c.reply).await?;
+        if waiting {
+            self.wake(&subject, c.seq).await?;
+        }
+        Ok(Finished::DeadLettered)
+    }
+
+    /// Every message of `stream` under `filter` at the time of the call.
+    async fn read_all(
+        &self,
+        stream: &Stream,
+        filter: &str,
+    ) -> Result<Vec<async_nats::jetstream::Message>, QueueError> {
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(boxed("create a reader"))?;
+        let n = consumer.cached_info().num_pending as usize;
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(boxed("read a stream"))?;
+        while out.len() < n {
+            match tokio::time::timeout(self.config.request_timeout, messages.next()).await {
+                Ok(Some(Ok(m))) => out.push(m),
+                Ok(Some(Err(e))) => return Err(nats("read a stream")(Box::new(e))),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dead_with_seq(
+        &self,
+        selector: &JobSelector,
+    ) -> Result<Vec<(u64, DeadLetter)>, QueueError> {
+        let filter = match (&selector.kind, &selector.cluster) {
+            (Some(k), Some(c)) => format!("{DEAD_PREFIX}.{}.{}.>", k.as_str(), c.replace('.', "~")),
+            (Some(k), None) => format!("{DEAD_PREFIX}.{}.>", k.as_str()),
+            (None, Some(c)) => format!("{DEAD_PREFIX}.*.{}.>", c.replace('.', "~")),
+            (None, None) => format!("{DEAD_PREFIX}.>"),
+        };
+        let mut out = Vec::new();
+        for m in self.read_all(&self.dead, &filter).await? {
+            let seq = m
+                .info()
+                .map_err(nats("read a dead letter"))?
+                .stream_sequence;
+            let d: DeadLetter =
+                serde_json::from_slice(&m.payload).map_err(|source| QueueError::Corrupt {
+                    key: format!("{DEAD_STREAM}#{seq}"),
+                    source,
+                })?;
+            if selector.matches(&d.job) {
+                out.push((seq, d));
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn ensure_stream(js: &Context, config: stream::Config) -> Result<Stream, QueueError> {
+    js.create_or_update_stream(config.clone())
+        .await
+        .map_err(boxed("create a stream"))?;
+    js.get_stream(&config.name)
+        .await
+        .map_err(boxed("open a stream"))
+}
+
+impl JobQueue for JetStreamQueue {
+    async fn publish(&self, job: &Job) -> Result<Published, QueueError> {
+        let body: Bytes = serde_json::to_vec(job).expect("jobs serialize").into();
+        let id = job.dedupe_id();
+        // Expecting no pending message tells a new job from a coalesced one.
+        match self
+            .publish_expecting(job.subject(), body.clone(), Some(0), Some(&id))
+            .await?
+        {
+            Some((_, true)) => Ok(Published::Duplicate),
+            Some((_, false)) => Ok(Published::Queued),
+            None => match self
+                .publish_expecting(job.subject(), body, None, Some(&id))
+                .await?
+            {
+                Some((_, true)) => Ok(Published::Duplicate),
+                _ => Ok(Published::Coalesced),
+            },
+        }
+    }
+
+    async fn claim(
+        &self,
+        kind: JobKind,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claim>, QueueError> {
+        let consumer = &self.consumers[&kind];
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut fetch = consumer.fetch().max_messages(max.max(1));
+            // no_wait plus expires: wait for the first message, then return
+            // what is there (never more than asked: no prefetch).
+            if left >= Duration::from_millis(10) {
+                fetch = fetch.expires(left);
+            }
+            let mut batch = fetch.messages().await.map_err(boxed("fetch jobs"))?;
+            let mut delivered = Vec::new();
+            while let Some(m) = batch.next().await {
+                match m {
+                    Ok(m) => delivered.push(m),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "fetch ended");
+                        break;
+                    }
+                }
+            }
+            let admitted =
+                futures_util::future::join_all(delivered.into_iter().map(|m| self.admit(kind, m)))
+                    .await;
+            let mut claims = Vec::new();
+            for a in admitted {
+                if let Some(c) = a? {
+                    claims.push(c);
+                }
+            }
+            if !claims.is_empty() || left < Duration::from_millis(10) {
+                return Ok(claims);
+            }
+        }
+    }
+
+    async fn renew(&self, claim: &Claim) -> Result<(), QueueError> {
+        let c = parse_claim_id(&claim.claim_id)
+            .ok_or_else(|| QueueError::LeaseLost(claim.claim_id.clone()))?;
+        let record = object_record_subject(&claim.job.subject());
+        for _ in 0..CAS_ROUNDS {
+            let Some((rev, mut st)) = self.held(&record, &c).await? else {
+                return Err(QueueError::LeaseLost(claim.job.object_key()));
+            };
+            if let Some(h) = st.hold.as_mut() {
+                h.until_ms = later(now_ms(), self.config.lease);
+            }
+            if let Some(new) = self.write_state(&record, &st, rev).await? {
+                self.revisions
+                    .lock()
+                    .expect("revision map")
+                    .insert(c.id.to_owned(), new);
+                // Restart the message's ack timer too.
+                return self
+                    .acker(c.reply)
+                    .ack_with(AckKind::Progress)
+                    .await
+                    .map_err(nats("renew a claim"));
+            }
+        }
+        Err(QueueError::Contended(record))
+    }
+
+    async fn finish(&self, claim: Claim, outcome: Outcome) -> Result<Finished, QueueError> {
+        let Some(c) = parse_claim_id(&claim.claim_id) else {
+            return Ok(Finished::LeaseLost);
+        };
+        let subject = claim.job.subject();
+        let record = object_record_subject(&subject);
+        let now = now_ms();
+        let policy = (self.config.policy)(claim.job.kind);
+        match outcome {
+            Outcome::Done => {
+                let Some(waiting) = self.release(&record, &c, None).await? else {
+                    return Ok(Finished::LeaseLost);
+                };
+                self.acker(c.reply)
+                    .double_ack()
+                    .await
+                    .map_err(nats("ack a job"))?;
+                if waiting {
+                    self.wake(&subject, c.seq).await?;
+                }
+                Ok(Finished::Settled)
+            }
+            Outcome::RunAfter(d) => {
+                // Waiting keeps past failures but no backoff: a new change
+                // (often the dependency it waits for) runs at once.
+                let next = (claim.job.attempt > 0).then(|| ObjectState {
+                    attempts: claim.job.attempt,
+                    history: claim.history.clone(),
+                    ..ObjectState::default()
+                });
+                let Some(waiting) = self.release(&record, &c, next).await? else {
+                    return Ok(Finished::LeaseLost);
+                };
+                self.nak(c.reply, d).await?;
+                if waiting {
+                    self.wake(&subject, c.seq).await?;
+                }
+                Ok(Finished::Settled)
+            }
+            Outcome::Retry(error) => {
+                let attempts = claim.job.attempt + 1;
+                let mut history = claim.history.clone();
+                history.push(AttemptRecord {
+                    at_ms: now,
+                    error: error.clone(),
+                });
+                if attempts >= policy.max_attempts.max(1) {
+                    let mut job = claim.job;
+                    job.attempt = attempts;
+                    return self
+                        .dead_letter_claim(&record, &c, job, error, history, now)
+                        .await;
+                }
+                let delay = policy.delay(attempts);
+                let next = ObjectState {
+                    attempts,
+                    history,
+                    not_before_ms: later(now, delay),
+                    ..ObjectState::default()
+                };
+                if self.release(&record, &c, Some(next)).await?.is_none() {
+                    return Ok(Finished::LeaseLost);
+                }
+                // A waiting newer job is refused until the backoff ends.
+                self.nak(c.reply, delay).await?;
+                Ok(Finished::Retrying(delay))
+            }
+            Outcome::DeadLetter(error) => {
+                let mut history = claim.history.clone();
+                history.push(AttemptRecord {
+                    at_ms: now,
+                    error: error.clone(),
+                });
+                self.dead_letter_claim(&record, &c, claim.job, error, history, now)
+                    .await
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let mut stats = QueueStats::default();
+        let mut held: BTreeMap<String, u64> = BTreeMap::new();
+        let now = now_ms();
+        for m in self
+            .read_all(&self.objects, &format!("{OBJECTS_PREFIX}.>"))
+            .await?
+        {
+            if let Ok(st) = serde_json::from_slice::<ObjectState>(&m.payload)
+                && let Some(h) = st.hold
+                && h.until_ms > now
+            {
+                *held.entry(h.kind.as_str().to_owned()).or_default() += 1;
+            }
+        }
+        for (kind, consumer) in &self.consumers {
+            let mut consumer = consumer.clone();
+            let info = consumer.info().await.map_err(boxed("read a consumer"))?;
+            let flight = held.get(kind.as_str()).copied().unwrap_or(0);
+            let pending = (info.num_pending + info.num_ack_pending as u64).saturating_sub(flight);
+            if pending > 0 {
+                stats.pending.insert(kind.as_str().to_owned(), pending);
+            }
+            if flight > 0 {
+                stats.in_flight.insert(kind.as_str().to_owned(), flight);
+            }
+        }
+        for (_, d) in self.dead_with_seq(&JobSelector::all()).await? {
+            *stats
+                .dead
+                .entry(d.job.kind.as_str().to_owned())
+                .or_default() += 1;
+        }
+        Ok(stats)
+    }
+
+    async fn dead_letters(&self, selector: &JobSelector) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(self
+            .dead_with_seq(selector)
+            .await?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
+    }
+
+    async fn replay(&self, selector: &JobSelector) -> Result<usize, QueueError> {
+        let mut replayed = 0;
+        for (seq, d) in self.dead_with_seq(selector).await? {
+            if d.raw.is_some() {
+                continue; // not a job: nothing to run
+            }
+            let mut job = d.job;
+            job.attempt = 0;
+            job.cause.change = Change::Replay;
+            let body: Bytes = serde_json::to_vec(&job).expect("jobs serialize").into();
+            // Never replace a newer pending job of the object.
+            let id = format!("replay/{}/{seq}", job.id);
+            if self
+                .publish_expecting(job.subject(), body, Some(0), Some(&id))
+                .await?
+                .is_none()
+            {
+                continue;
+            }
+            self.dead
+                .delete_message(seq)
+                .await
+                .map_err(boxed("delete a dead letter"))?;
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+
+    async fn purge(&self, scope: PurgeScope) -> Result<usize, QueueError> {
+        let mut n = 0;
+        if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
+            let r = self
+                .jobs
+                .purge()
+                .await
+                .map_err(boxed("purge pending jobs"))?;
+            n += r.purged as usize;
+        }
+        if matches!(scope, PurgeScope::Dead | PurgeScope::All) {
+            let r = self
+                .dead
+                .purge()
+                .await
+                .map_err(boxed("purge dead letters"))?;
+            n += r.purged as usize;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_below_2_10_are_refused() {
+        assert!(check_server_version("2.14.6").is_ok());
+        assert!(check_server_version("2.10.0").is_ok());
+        assert!(check_server_version("2.11.0-RC.1").is_ok());
+        let e = check_server_version("2.9.10").unwrap_err().to_string();
+        assert!(e.contains("2.9.10") && e.contains("2.10.0"), "{e}");
+        assert!(check_server_version("garbage").is_err());
+    }
+
+    #[test]
+    fn claim_ids_round_trip() {
+        let id = "u|42|$JS.ACK.DROVER_JOBS.drover-noop.1.42.7.1700000000.0";
+        let c = parse_claim_id(id).unwrap();
+        assert_eq!((c.id, c.seq), ("u", 42));
+        assert!(c.reply.starts_with("$JS.ACK."));
+        assert!(parse_claim_id("nope").is_none());
+    }
+
+    #[test]
+    fn records_and_dead_letters_have_their_own_subjects() {
+        assert_eq!(
+            object_record_subject("drover.jobs.bootstrap.k0sworkerconfig.default.w~0"),
+            "drover.objects.bootstrap.k0sworkerconfig.default.w~0"
+        );
+    }
+}
