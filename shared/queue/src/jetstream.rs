@@ -270,7 +270,14 @@ pub async fn connect(config: &JetStreamConfig) -> Result<async_nats::Client, Que
         .name("drover")
         .connection_timeout(config.request_timeout)
         .request_timeout(Some(config.request_timeout))
-        .connect(config.url.as_str())
+        .connect(
+            config
+                .url
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect::<Vec<_>>(),
+        )
         .await
         .map_err(boxed("connect to NATS"))?;
     check_server_version(&client.server_info().version)?;
