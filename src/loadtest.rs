@@ -10,22 +10,20 @@ pub fn queue(
     jobs: usize,
     concurrency: usize,
     batch: usize,
+    nats_url: Option<String>,
     report: Option<PathBuf>,
 ) -> Result<()> {
-    if backend != "embedded" {
-        anyhow::bail!(
-            "--backend {backend:?}: only \"embedded\" exists so far (JetStream comes with its backend)"
-        );
-    }
+    let opts = drover_loadtest::queue::QueueLoadOptions {
+        jobs,
+        concurrency,
+        batch,
+    };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    let out = rt
-        .block_on(drover_loadtest::queue::run_embedded(
-            drover_loadtest::queue::QueueLoadOptions {
-                jobs,
-                concurrency,
-                batch,
-            },
-        ))
-        .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
+    let out = match backend {
+        "embedded" => rt.block_on(drover_loadtest::queue::run_embedded(opts)),
+        "jetstream" => rt.block_on(drover_loadtest::queue::run_jetstream(opts, nats_url)),
+        other => anyhow::bail!("--backend {other:?}: expected \"embedded\" or \"jetstream\""),
+    }
+    .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
     crate::emit_report(&out, report)
 }

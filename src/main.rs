@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use drover_shared::crds;
 use drover_shared::manifests::{self, SchemaRegistry};
 
+mod jobs;
 mod loadtest;
 mod sim;
 
@@ -44,6 +45,17 @@ enum Command {
         #[arg(long)]
         show_defaults: bool,
     },
+    /// The job queue: depth, claims in flight and dead letters per kind
+    /// (no subcommand); dead letters; replay; purge.
+    Jobs {
+        #[command(flatten)]
+        queue: jobs::QueueArgs,
+        /// Output: a table, or JSON for scripts.
+        #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+        output: jobs::Output,
+        #[command(subcommand)]
+        action: Option<jobs::JobsAction>,
+    },
     /// Load tests; each prints a JSON report.
     Loadtest {
         #[command(subcommand)]
@@ -77,9 +89,14 @@ enum Command {
 enum LoadtestAction {
     /// Queue throughput: publish, then claim and finish, N jobs.
     Queue {
-        /// Backend to measure (`embedded`; `jetstream` arrives with its backend).
+        /// Backend to measure: `embedded` (redb), or `jetstream` (raw
+        /// async-nats and drover's queue on one server, with their ratio).
         #[arg(long, default_value = "embedded")]
         backend: String,
+        /// nats-server for `--backend jetstream`; without it one is started
+        /// from PATH in a temporary folder.
+        #[arg(long)]
+        nats_url: Option<String>,
         /// Jobs.
         #[arg(long, default_value_t = 100_000)]
         jobs: usize,
@@ -122,6 +139,11 @@ fn main() -> ExitCode {
             paths,
             show_defaults,
         } => validate(&paths, show_defaults),
+        Command::Jobs {
+            queue,
+            output,
+            action,
+        } => jobs::run(&queue, action, output),
         Command::Loadtest {
             action:
                 LoadtestAction::Queue {
@@ -129,9 +151,10 @@ fn main() -> ExitCode {
                     jobs,
                     concurrency,
                     batch,
+                    nats_url,
                     report,
                 },
-        } => loadtest::queue(&backend, jobs, concurrency, batch, report),
+        } => loadtest::queue(&backend, jobs, concurrency, batch, nats_url, report),
         Command::Sim {
             action:
                 Some(SimAction::Bench {

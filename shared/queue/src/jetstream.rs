@@ -11,10 +11,9 @@
 //! - `DROVER_OBJECTS` (`drover.objects.>`): one record per object with the
 //!   claim that holds it, its failed attempts and its backoff. Records are
 //!   written with `Nats-Expected-Last-Subject-Sequence` (compare-and-set on
-//!   the record's sequence) and removed by deleting that exact sequence, so
-//!   two workers can never both hold an object. This is a JetStream KV
-//!   bucket in all but name; the plain stream saves the KV client's extra
-//!   lookups on create-after-delete.
+//!   the record's sequence), so two workers can never both hold an object;
+//!   releasing writes a free record. This is a JetStream KV bucket in all
+//!   but name; the plain stream lets every step be one publish.
 //! - `DROVER_DEAD` (`drover.dead.<kind>.<cluster>.<id>`): dead letters.
 //!
 //! Why the record is needed: a publish replaces even a message in flight,
@@ -32,7 +31,7 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
 use async_nats::jetstream::stream::{
-    self, DeleteMessageErrorKind, LastRawMessageErrorKind, RetentionPolicy, StorageType, Stream,
+    self, DirectGetErrorKind, LastRawMessageErrorKind, RetentionPolicy, StorageType, Stream,
 };
 use bytes::Bytes;
 use drover_shared::jobs::{Cause, Change, Job, JobKind, ObjectRef, parse_subject};
@@ -112,6 +111,9 @@ pub struct JetStreamConfig {
     pub replicas: usize,
     /// Bound on each JetStream API request.
     pub request_timeout: Duration,
+    /// How long an object's record (its failures and backoff) outlives the
+    /// object's last activity.
+    pub record_max_age: Duration,
 }
 
 impl JetStreamConfig {
@@ -126,6 +128,7 @@ impl JetStreamConfig {
             policy: RetryPolicy::for_kind,
             replicas: 1,
             request_timeout: Duration::from_secs(10),
+            record_max_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -322,6 +325,10 @@ impl JetStreamQueue {
                 name: OBJECTS_STREAM.into(),
                 subjects: vec![format!("{OBJECTS_PREFIX}.>")],
                 max_messages_per_subject: 1,
+                allow_direct: true,
+                // Free records of objects long gone age out. A held record
+                // is rewritten at every renewal, so it never gets this old.
+                max_age: config.record_max_age,
                 storage: StorageType::File,
                 num_replicas: replicas,
                 ..Default::default()
@@ -424,8 +431,11 @@ impl JetStreamQueue {
         }
     }
 
+    /// The object's record. A direct get: served by the stream itself (a
+    /// replica on R3, so possibly a little stale; every write after it is
+    /// a compare-and-set, so staleness costs a retry, never a double hold).
     async fn read_state(&self, subject: &str) -> Result<Option<(u64, ObjectState)>, QueueError> {
-        match self.objects.get_last_raw_message_by_subject(subject).await {
+        match self.objects.direct_get_last_for_subject(subject).await {
             Ok(m) => {
                 let st =
                     serde_json::from_slice(&m.payload).map_err(|source| QueueError::Corrupt {
@@ -434,7 +444,7 @@ impl JetStreamQueue {
                     })?;
                 Ok(Some((m.sequence, st)))
             }
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(QueueError::Nats {
                 op: "read an object record",
                 source: Box::new(e),
@@ -454,19 +464,6 @@ impl JetStreamQueue {
             .publish_expecting(subject.to_owned(), body.into(), Some(expect), None)
             .await?
             .map(|(seq, _)| seq))
-    }
-
-    /// Deletes the record if its sequence is still `seq`.
-    async fn delete_state(&self, seq: u64) -> Result<bool, QueueError> {
-        match self.objects.delete_message(seq).await {
-            Ok(_) => Ok(true),
-            // "no message found": it was replaced (or deleted) meanwhile.
-            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(_)) => Ok(false),
-            Err(e) => Err(QueueError::Nats {
-                op: "delete an object record",
-                source: Box::new(e),
-            }),
-        }
     }
 
     /// Stores a dead letter. Its `Nats-Msg-Id` makes a repeat (a crash
@@ -606,7 +603,7 @@ impl JetStreamQueue {
                 });
                 st.hold = None;
                 if st.attempts >= policy.max_attempts.max(1) {
-                    if self.delete_or_conflict(expect).await? {
+                    if self.delete_or_conflict(&record, expect).await? {
                         let mut job = job;
                         job.attempt = st.attempts;
                         let d = DeadLetter {
@@ -656,11 +653,8 @@ impl JetStreamQueue {
         Ok(None)
     }
 
-    async fn delete_or_conflict(&self, expect: u64) -> Result<bool, QueueError> {
-        if expect == 0 {
-            return Ok(true);
-        }
-        self.delete_state(expect).await
+    async fn delete_or_conflict(&self, record: &str, expect: u64) -> Result<bool, QueueError> {
+        self.replace_state(record, expect, None).await
     }
 
     /// The record of `claim`'s object if `claim` still holds it.
@@ -714,10 +708,13 @@ impl JetStreamQueue {
         rev: u64,
         next: Option<&ObjectState>,
     ) -> Result<bool, QueueError> {
-        match next {
-            None => self.delete_state(rev).await,
-            Some(n) => Ok(self.write_state(record, n, rev).await?.is_some()),
-        }
+        // Releasing writes a free record rather than deleting one: a
+        // publish is far cheaper for the server than a stream API request.
+        let free = ObjectState::default();
+        Ok(self
+            .write_state(record, next.unwrap_or(&free), rev)
+            .await?
+            .is_some())
     }
 
     /// Makes the newest job of an object deliverable now: it was naked

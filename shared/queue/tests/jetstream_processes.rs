@@ -490,3 +490,42 @@ async fn tls_with_a_private_ca() {
         Published::Queued
     );
 }
+
+/// A server older than 2.10 is refused with a message naming both
+/// versions. No 2.9 binary is installed here, so a listener speaks the
+/// first lines of the NATS protocol as nats-server 2.9.10 does (INFO, then
+/// PONG to the client's PING); that is all the version check reads.
+#[tokio::test]
+async fn an_old_server_is_refused_with_a_clear_error() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let info = format!(
+                    "INFO {{\"server_id\":\"old\",\"server_name\":\"old\",\"version\":\"2.9.10\",\"proto\":1,\"host\":\"127.0.0.1\",\"port\":{port},\"headers\":true,\"max_payload\":1048576,\"jetstream\":true}}\r\n"
+                );
+                sock.write_all(info.as_bytes()).await.unwrap();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if String::from_utf8_lossy(&buf[..n]).contains("PING") {
+                        let _ = sock.write_all(b"PONG\r\n").await;
+                    }
+                }
+            });
+        }
+    });
+    let err = JetStreamQueue::connect(config(
+        format!("nats://127.0.0.1:{port}"),
+        Duration::from_secs(5),
+    ))
+    .await
+    .err()
+    .expect("an old server is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("2.9.10") && msg.contains("2.10.0"), "{msg}");
+}
