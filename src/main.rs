@@ -195,6 +195,17 @@ fn emit_report(report: &serde_json::Value, file: Option<PathBuf>) -> Result<()> 
     println!("{text}");
     if let Some(path) = file {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        // A chart of the rates beside the JSON.
+        let bars = drover_loadtest::chart::report_bars(report);
+        if !bars.is_empty() {
+            let svg = path.with_extension("svg");
+            let title = path
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            std::fs::write(&svg, drover_loadtest::chart::bar_chart_svg(&title, &bars))
+                .with_context(|| format!("writing {}", svg.display()))?;
+            eprintln!("wrote {} and {}", path.display(), svg.display());
+        }
     }
     Ok(())
 }

@@ -15,7 +15,9 @@
 //!   [`sim::faults`].
 //! - [`bench`](mod@bench): `drover sim bench`.
 //! - [`queue`]: `drover loadtest queue`.
+//! - [`chart`]: SVG bar charts beside JSON reports.
 
 pub mod bench;
+pub mod chart;
 pub mod queue;
 pub mod sim;
