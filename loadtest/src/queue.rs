@@ -161,19 +161,21 @@ async fn raw_jetstream(url: &str, opts: &QueueLoadOptions) -> Result<(f64, f64),
 async fn drover_jetstream(url: &str, opts: &QueueLoadOptions) -> Result<(f64, f64), BoxError> {
     let q = Arc::new(JetStreamQueue::connect(JetStreamConfig::new(url)).await?);
     q.purge(drover_queue::PurgeScope::All).await?;
-    let publish_s = {
-        let q = q.clone();
-        publish_all(opts.jobs, opts.concurrency, move |i| {
-            let q = q.clone();
-            async move {
-                q.publish(&job(i)).await?;
-                Ok(())
-            }
-        })
-        .await?
-    };
+    let publish_s = publish_jobs(q.clone(), opts).await?;
     let drain_s = drain(q, opts).await?;
     Ok((publish_s, drain_s))
+}
+
+/// Publishes `opts.jobs` noop jobs through `q`; seconds taken.
+async fn publish_jobs<Q: JobQueue>(q: Arc<Q>, opts: &QueueLoadOptions) -> Result<f64, BoxError> {
+    publish_all(opts.jobs, opts.concurrency, move |i| {
+        let q = q.clone();
+        async move {
+            q.publish(&job(i)).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// Claims and finishes `opts.jobs` noop jobs with `opts.concurrency`
@@ -258,17 +260,7 @@ pub async fn run_embedded(opts: QueueLoadOptions) -> Result<Value, BoxError> {
     )?);
     let sample = serde_json::to_vec(&job(0))?.len();
 
-    let publish_s = {
-        let q = q.clone();
-        publish_all(opts.jobs, opts.concurrency, move |i| {
-            let q = q.clone();
-            async move {
-                q.publish(&job(i)).await?;
-                Ok(())
-            }
-        })
-        .await?
-    };
+    let publish_s = publish_jobs(q.clone(), &opts).await?;
     let drain_s = drain(q, &opts).await?;
 
     // As in a running system: publishers and workers at the same time, on
@@ -279,18 +271,8 @@ pub async fn run_embedded(opts: QueueLoadOptions) -> Result<Value, BoxError> {
     )?);
     let t = Instant::now();
     let publishing = {
-        let q = q.clone();
-        let (jobs, concurrency) = (opts.jobs, opts.concurrency);
-        tokio::spawn(async move {
-            publish_all(jobs, concurrency, move |i| {
-                let q = q.clone();
-                async move {
-                    q.publish(&job(i)).await?;
-                    Ok(())
-                }
-            })
-            .await
-        })
+        let (q, opts) = (q.clone(), opts.clone());
+        tokio::spawn(async move { publish_jobs(q, &opts).await })
     };
     drain(q, &opts).await?;
     publishing.await??;

@@ -36,6 +36,18 @@ fn config(url: String, lease: Duration) -> JetStreamConfig {
     }
 }
 
+/// A nats-server on a free port, the queue on it, and the store folder.
+async fn single_server(lease: Duration) -> (NatsServer, JetStreamQueue, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let q = JetStreamQueue::connect(config(server.url(), lease))
+        .await
+        .unwrap();
+    (server, q, dir)
+}
+
 async fn connect_retrying(config: JetStreamConfig) -> JetStreamQueue {
     let mut last = String::new();
     for _ in 0..100 {
@@ -129,14 +141,8 @@ async fn publish_retrying(q: &JetStreamQueue, j: &drover_shared::jobs::Job) -> P
 
 #[tokio::test]
 async fn a_worker_killed_mid_job_loses_nothing_and_each_job_completes_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(dir.path())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     let lease = Duration::from_millis(800);
-    let q = JetStreamQueue::connect(config(server.url(), lease))
-        .await
-        .unwrap();
+    let (server, q, dir) = single_server(lease).await;
     let names: BTreeSet<String> = (0..10).map(|i| format!("j{i}")).collect();
     for n in &names {
         q.publish(&job(JobKind::RemoteMachine, n, 1)).await.unwrap();
@@ -172,14 +178,8 @@ async fn a_worker_killed_mid_job_loses_nothing_and_each_job_completes_once() {
 
 #[tokio::test]
 async fn a_server_killed_and_restarted_mid_run_loses_no_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = NatsServer::start(dir.path())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     let lease = Duration::from_millis(1500);
-    let q = JetStreamQueue::connect(config(server.url(), lease))
-        .await
-        .unwrap();
+    let (mut server, q, dir) = single_server(lease).await;
     let out = dir.path().join("done.txt");
     let _worker = Probe::start(&server.url(), "bootstrap", 10, 1500, &out, 8);
     let mut all = BTreeSet::new();
@@ -276,13 +276,7 @@ async fn a_three_node_cluster_keeps_working_when_a_node_dies() {
 
 #[tokio::test]
 async fn a_malformed_payload_is_dead_lettered_and_the_worker_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(dir.path())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let q = JetStreamQueue::connect(config(server.url(), Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let (server, q, dir) = single_server(Duration::from_secs(5)).await;
     let js = q.context();
     let subject = "drover.jobs.bootstrap.k0sworkerconfig.default.garbage";
     js.publish(subject, "{not json".into())

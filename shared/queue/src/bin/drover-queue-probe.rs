@@ -90,7 +90,9 @@ async fn main() {
                                 .append(true)
                                 .open(&out)
                                 .expect("the output file opens");
-                            writeln!(f, "{name}").expect("the output file is written");
+                            // One write per line: concurrent appends must not interleave.
+                            f.write_all(format!("{name}\n").as_bytes())
+                                .expect("the output file is written");
                             return;
                         }
                         Ok(other) => {
