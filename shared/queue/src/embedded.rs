@@ -421,9 +421,17 @@ fn enqueue(
         .map_err(storage)?
         .map(|v| v.value().to_vec());
     let (mut job, mut history, mut ready_at_ms) = (job, history, ready_at_ms);
+    let prev = match prev.map(|b| (decode::<PendingRecord>(&subject, &b), b)) {
+        Some((Ok(p), _)) => Some(p),
+        Some((Err(e), bytes)) => {
+            // Its ready entry is left dangling; claims drop such entries.
+            quarantine(txn, &subject, &bytes, &e, now_ms())?;
+            None
+        }
+        None => None,
+    };
     let replaced = match prev {
-        Some(bytes) => {
-            let p: PendingRecord = decode(&subject, &bytes)?;
+        Some(p) => {
             ready
                 .remove((p.job.kind.as_str(), p.ready_at_ms, p.seq))
                 .map_err(storage)?;
@@ -534,7 +542,21 @@ fn claim(
             .map_err(storage)?
             .map(|v| v.value().to_vec());
         let Some(bytes) = bytes else { continue };
-        let lease: Lease = decode(&subject, &bytes)?;
+        let lease: Lease = match decode(&subject, &bytes) {
+            Ok(lease) => lease,
+            Err(e) => {
+                txn.open_table(INFLIGHT)
+                    .map_err(storage)?
+                    .remove(subject.as_str())
+                    .map_err(storage)?;
+                txn.open_table(LEASE_ENDS)
+                    .map_err(storage)?
+                    .retain(|k, _| k.2 != subject.as_str())
+                    .map_err(storage)?;
+                quarantine(txn, &subject, &bytes, &e, now)?;
+                continue;
+            }
+        };
         take_lease(txn, &subject, &lease.claim_id)?;
         // A worker that died (or hung) mid-job counts as a failed attempt,
         // so a job that kills its workers ends in the dead letters.
@@ -619,14 +641,21 @@ fn claim_one(
         .remove(subject)
         .map_err(storage)?
         .map(|v| v.value().to_vec());
-    let Some(bytes) = bytes else {
-        return Ok(false);
-    };
-    let rec: PendingRecord = decode(subject, &bytes)?;
     txn.open_table(READY)
         .map_err(storage)?
         .remove((kind.as_str(), ready_at, seq))
         .map_err(storage)?;
+    let Some(bytes) = bytes else {
+        return Ok(false);
+    };
+    let rec: PendingRecord = match decode(subject, &bytes) {
+        Ok(rec) => rec,
+        Err(e) => {
+            // One bad record must not block every claim of its kind.
+            quarantine(txn, subject, &bytes, &e, now)?;
+            return Ok(false);
+        }
+    };
     let lease = Lease {
         claim_id: uuid::Uuid::new_v4().to_string(),
         job: rec.job,
@@ -698,6 +727,25 @@ fn renew(
 /// `now` plus `d`, saturating (a `RunAfter(Duration::MAX)` must not overflow).
 fn later(now: u64, d: Duration) -> u64 {
     now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Moves a record that does not decode to the dead letters, bytes and
+/// error kept, so the queue goes on around it.
+fn quarantine(
+    txn: &WriteTransaction,
+    subject: &str,
+    bytes: &[u8],
+    error: &QueueError,
+    now: u64,
+) -> Result<(), QueueError> {
+    tracing::error!(subject = %subject, error = %error, "undecodable queue record moved to the dead letters");
+    let d = DeadLetter::malformed(subject, bytes, error.to_string(), now);
+    let key = format!("{now:020}/{}", d.job.id);
+    txn.open_table(DEAD)
+        .map_err(storage)?
+        .insert(key.as_str(), encode(&d).as_slice())
+        .map_err(storage)?;
+    Ok(())
 }
 
 fn dead_letter(
@@ -814,7 +862,8 @@ fn replay(txn: &WriteTransaction, selector: &JobSelector, now: u64) -> Result<us
         for row in dead.iter().map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
             let d: DeadLetter = decode(k.value(), v.value())?;
-            if selector.matches(&d.job) {
+            // A malformed record's dead letter has no job to run again.
+            if d.raw.is_none() && selector.matches(&d.job) {
                 out.push((k.value().to_owned(), d));
             }
         }
@@ -863,4 +912,63 @@ fn purge(txn: &WriteTransaction, scope: PurgeScope) -> Result<usize, QueueError>
         dead.retain(|_, _| false).map_err(storage)?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::job;
+
+    /// A record another drover version (or a bug) wrote, which this one
+    /// cannot read, is moved to the dead letters instead of failing every
+    /// claim of its kind and every publish to its object.
+    #[tokio::test]
+    async fn undecodable_records_are_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let bad = job(JobKind::Bootstrap, "bad", 1).subject();
+        let other = job(JobKind::Bootstrap, "other", 1).subject();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            for subject in [&bad, &other] {
+                txn.open_table(PENDING)
+                    .unwrap()
+                    .insert(subject.as_str(), b"{\"from\": \"the future\"}".as_slice())
+                    .unwrap();
+            }
+            txn.open_table(READY)
+                .unwrap()
+                .insert(("bootstrap", 0u64, 0u64), bad.as_str())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let q = EmbeddedQueue::open(&path, EmbeddedConfig::default()).unwrap();
+        // A publish onto the second bad record replaces it.
+        assert_eq!(
+            q.publish(&job(JobKind::Bootstrap, "other", 2))
+                .await
+                .unwrap(),
+            Published::Queued
+        );
+        q.publish(&job(JobKind::Bootstrap, "good", 1))
+            .await
+            .unwrap();
+        let claims = q
+            .claim(JobKind::Bootstrap, 10, Duration::ZERO)
+            .await
+            .unwrap();
+        let mut names: Vec<_> = claims.iter().map(|c| c.job.object.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["good", "other"]);
+        let dead = q.dead_letters(&JobSelector::all()).await.unwrap();
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert!(
+            dead.iter()
+                .all(|d| d.raw.as_deref() == Some("{\"from\": \"the future\"}"))
+        );
+        assert!(dead.iter().any(|d| d.job.object.name == "bad"));
+        assert!(dead[0].error.contains("malformed"), "{}", dead[0].error);
+        assert_eq!(q.replay(&JobSelector::all()).await.unwrap(), 0);
+    }
 }

@@ -34,7 +34,7 @@ use async_nats::jetstream::stream::{
     self, DirectGetErrorKind, LastRawMessageErrorKind, RetentionPolicy, StorageType, Stream,
 };
 use bytes::Bytes;
-use drover_shared::jobs::{Cause, Change, Job, JobKind, ObjectRef, parse_subject};
+use drover_shared::jobs::{Change, Job, JobKind};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
@@ -494,36 +494,12 @@ impl JetStreamQueue {
         reply: &str,
         reason: String,
     ) -> Result<(), QueueError> {
-        let parts = parse_subject(subject);
-        let job = Job {
-            id: uuid::Uuid::now_v7().to_string(),
-            kind: parts.as_ref().map_or(JobKind::Noop, |p| p.kind),
-            object: ObjectRef {
-                api_version: String::new(),
-                kind: parts
-                    .as_ref()
-                    .map_or_else(String::new, |p| p.object_kind.clone()),
-                namespace: parts.as_ref().and_then(|p| p.namespace.clone()),
-                name: parts.as_ref().map_or_else(String::new, |p| p.name.clone()),
-                uid: String::new(),
-            },
-            cluster: None,
-            cause: Cause {
-                change: Change::Related,
-                generation: None,
-                resource_version: String::new(),
-                via: None,
-            },
-            attempt: 0,
-            trace: None,
-        };
-        let d = DeadLetter {
-            job,
-            error: format!("{reason} (subject {subject}, stream sequence {seq})"),
-            history: Vec::new(),
-            dead_at_ms: now_ms(),
-            raw: Some(String::from_utf8_lossy(&payload[..payload.len().min(4096)]).into_owned()),
-        };
+        let d = DeadLetter::malformed(
+            subject,
+            payload,
+            format!("{reason} (subject {subject}, stream sequence {seq})"),
+            now_ms(),
+        );
         self.store_dead(&d, seq).await?;
         self.term(reply).await
     }

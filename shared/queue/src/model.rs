@@ -84,6 +84,45 @@ pub struct DeadLetter {
     pub raw: Option<String>,
 }
 
+impl DeadLetter {
+    /// A dead letter for bytes that are not a job (a foreign or buggy
+    /// producer, or a record written by another drover version): the job
+    /// is rebuilt from the subject as far as it goes, and the bytes are kept
+    /// in `raw`. Such a dead letter cannot be replayed.
+    pub fn malformed(subject: &str, payload: &[u8], error: String, now_ms: u64) -> Self {
+        let parts = drover_shared::jobs::parse_subject(subject);
+        let job = Job {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: parts.as_ref().map_or(JobKind::Noop, |p| p.kind),
+            object: drover_shared::jobs::ObjectRef {
+                api_version: String::new(),
+                kind: parts
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.object_kind.clone()),
+                namespace: parts.as_ref().and_then(|p| p.namespace.clone()),
+                name: parts.as_ref().map_or_else(String::new, |p| p.name.clone()),
+                uid: String::new(),
+            },
+            cluster: None,
+            cause: drover_shared::jobs::Cause {
+                change: drover_shared::jobs::Change::Related,
+                generation: None,
+                resource_version: String::new(),
+                via: None,
+            },
+            attempt: 0,
+            trace: None,
+        };
+        Self {
+            job,
+            error,
+            history: Vec::new(),
+            dead_at_ms: now_ms,
+            raw: Some(String::from_utf8_lossy(&payload[..payload.len().min(4096)]).into_owned()),
+        }
+    }
+}
+
 /// Which jobs an operation applies to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobSelector {
