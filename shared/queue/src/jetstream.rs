@@ -540,6 +540,7 @@ impl JetStreamQueue {
         let claim_uuid = uuid::Uuid::new_v4().to_string();
         let mut current: Option<(u64, ObjectState)> = None;
         for round in 0..CAS_ROUNDS {
+            cas_pause(round).await;
             let now = now_ms();
             let hold = Some(Hold {
                 claim: claim_uuid.clone(),
@@ -667,7 +668,8 @@ impl JetStreamQueue {
         {
             return Ok(Some(false));
         }
-        for _ in 0..CAS_ROUNDS {
+        for round in 0..CAS_ROUNDS {
+            cas_pause(round).await;
             let Some((rev, st)) = self.held(record, claim).await? else {
                 return Ok(None);
             };
@@ -806,6 +808,15 @@ impl JetStreamQueue {
     }
 }
 
+/// Between compare-and-set rounds after the second: a replica answering
+/// direct gets may lag the leader by a few milliseconds, and rereading at
+/// once would see the same stale record.
+async fn cas_pause(round: usize) {
+    if round >= 2 {
+        tokio::time::sleep(Duration::from_millis(2 << round.min(6))).await;
+    }
+}
+
 async fn ensure_stream(js: &Context, config: stream::Config) -> Result<Stream, QueueError> {
     js.create_or_update_stream(config.clone())
         .await
@@ -882,7 +893,8 @@ impl JobQueue for JetStreamQueue {
         let c = parse_claim_id(&claim.claim_id)
             .ok_or_else(|| QueueError::LeaseLost(claim.claim_id.clone()))?;
         let record = object_record_subject(&claim.job.subject());
-        for _ in 0..CAS_ROUNDS {
+        for round in 0..CAS_ROUNDS {
+            cas_pause(round).await;
             let Some((rev, mut st)) = self.held(&record, &c).await? else {
                 return Err(QueueError::LeaseLost(claim.job.object_key()));
             };
