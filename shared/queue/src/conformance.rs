@@ -12,6 +12,35 @@ use drover_shared::jobs::{Cause, Change, Job, JobKind, ObjectRef};
 use crate::model::Finished;
 use crate::{JobQueue, JobSelector, Outcome, Published, PurgeScope, RetryPolicy};
 
+/// Declares one `#[tokio::test]` per check: every check, or the ones
+/// listed after a `;`. `$fixture` is an async fn returning `(queue, guard)`;
+/// the guard (a temporary folder, a server) lives until the check ends.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:path) => {
+        $crate::conformance_tests!($fixture;
+            pools_are_separate,
+            pending_jobs_coalesce_newest_wins,
+            objects_are_exclusive,
+            waiting_is_not_failing,
+            failures_retry_then_dead_letter,
+            leases_expire_and_renew,
+            duplicates_are_dropped,
+            stats_replay_and_purge,
+            changes_do_not_reset_failures,
+            abandoned_claims_count_as_failures,
+            replay_keeps_newer_jobs_and_huge_delays_are_safe,
+        );
+    };
+    ($fixture:path; $($name:ident),+ $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let (queue, _guard) = $fixture().await;
+            $crate::conformance::$name(&queue).await;
+        }
+    )+};
+}
+
 /// The timing a backend under test must be configured with.
 #[derive(Clone, Copy, Debug)]
 pub struct Profile {

@@ -19,29 +19,12 @@ fn open(dir: &tempfile::TempDir) -> EmbeddedQueue {
     .expect("the queue opens")
 }
 
-macro_rules! conformance_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            let dir = tempfile::tempdir().unwrap();
-            conformance::$name(&open(&dir)).await;
-        }
-    )*};
+async fn fixture() -> (EmbeddedQueue, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (open(&dir), dir)
 }
 
-conformance_tests!(
-    pools_are_separate,
-    pending_jobs_coalesce_newest_wins,
-    objects_are_exclusive,
-    waiting_is_not_failing,
-    failures_retry_then_dead_letter,
-    leases_expire_and_renew,
-    duplicates_are_dropped,
-    stats_replay_and_purge,
-    changes_do_not_reset_failures,
-    abandoned_claims_count_as_failures,
-    replay_keeps_newer_jobs_and_huge_delays_are_safe,
-);
+drover_queue::conformance_tests!(fixture);
 
 /// 1: what publish accepted survives closing and reopening the file, and so
 /// do claims in flight (they come back after their lease) and dead letters.
