@@ -23,6 +23,8 @@
 //! - [`JobQueue`]: the trait.
 //! - [`embedded`]: the redb backend, for the single-process mode.
 //! - [`jetstream`]: the NATS JetStream backend, for fleets.
+//! - [`any`]: [`AnyQueue`], either backend as one type, for programs that
+//!   choose from their flags.
 //! - [`conformance`]: the suite every backend must pass.
 //! - [`nats_server`]: real nats-server processes for tests and load tests.
 //! - [`error`]: this crate's error type.
@@ -30,6 +32,7 @@
 //! [`Job`]: drover_shared::jobs::Job
 //! [`JobKind`]: drover_shared::jobs::JobKind
 
+pub mod any;
 pub mod conformance;
 pub mod embedded;
 pub mod error;
@@ -43,6 +46,7 @@ use std::time::Duration;
 
 use drover_shared::jobs::{Job, JobKind};
 
+pub use any::AnyQueue;
 pub use error::QueueError;
 pub use model::{
     AttemptRecord, Claim, DeadLetter, Finished, JobSelector, Outcome, Published, PurgeScope,
