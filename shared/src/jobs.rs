@@ -181,19 +181,22 @@ impl Job {
         )
     }
 
-    /// The key that makes publishing idempotent: the same change seen twice
-    /// (two watcher replicas, a relist) gives the same key.
+    /// The key that makes publishing idempotent: the same object state seen
+    /// twice (two watcher replicas, a relist, a restart) gives the same key.
+    /// It names the state, not the event: one replica may see a
+    /// resourceVersion in its initial list (`Added`) and another as
+    /// `Modified`, and a resync of an unchanged object is the same work, so
+    /// those three share `<kind>/<uid>@<rv>`. A deletion and a related
+    /// object's change are different work and keep their own keys.
     pub fn dedupe_id(&self) -> String {
-        let via = self
-            .cause
-            .via
-            .as_ref()
-            .map(|v| format!("/{}", v.uid))
-            .unwrap_or_default();
-        format!(
-            "{}/{}/{:?}{via}@{}",
-            self.kind, self.object.uid, self.cause.change, self.cause.resource_version
-        )
+        let rv = &self.cause.resource_version;
+        let (kind, uid) = (self.kind, &self.object.uid);
+        match (self.cause.change, &self.cause.via) {
+            (Change::Related, Some(via)) => format!("{kind}/{uid}/via/{}@{rv}", via.uid),
+            (Change::Deleted, _) => format!("{kind}/{uid}/deleted@{rv}"),
+            (Change::Replay, _) => format!("{kind}/{uid}/replay/{}", self.id),
+            _ => format!("{kind}/{uid}@{rv}"),
+        }
     }
 
     /// `namespace/name` (or `name`), for logs and tables.
@@ -324,13 +327,40 @@ mod tests {
     }
 
     #[test]
-    fn the_same_change_has_the_same_dedupe_id() {
+    fn the_same_state_has_the_same_dedupe_id() {
         let a = job();
         let mut b = job();
         b.id = "another-id".into();
         assert_eq!(a.dedupe_id(), b.dedupe_id());
+        // Seen in an initial list by one replica, as a change by another,
+        // or again by a resync: the same state, the same key.
+        for change in [Change::Added, Change::Resync] {
+            b.cause.change = change;
+            assert_eq!(a.dedupe_id(), b.dedupe_id(), "{change:?}");
+        }
         b.cause.resource_version = "43".into();
         assert_ne!(a.dedupe_id(), b.dedupe_id());
+        // Deletions and related changes are other work.
+        let mut d = job();
+        d.cause.change = Change::Deleted;
+        assert_ne!(d.dedupe_id(), a.dedupe_id());
+        let mut r = job();
+        r.cause.change = Change::Related;
+        r.cause.via = Some(ObjectRef {
+            api_version: "cluster.x-k8s.io/v1beta2".into(),
+            kind: "Machine".into(),
+            namespace: Some("default".into()),
+            name: "m".into(),
+            uid: "m-uid".into(),
+        });
+        assert_ne!(r.dedupe_id(), a.dedupe_id());
+        assert!(r.dedupe_id().contains("m-uid"));
+        // Replays are never swallowed by the window.
+        let mut p1 = job();
+        p1.cause.change = Change::Replay;
+        let mut p2 = p1.clone();
+        p2.id = "other".into();
+        assert_ne!(p1.dedupe_id(), p2.dedupe_id());
     }
 
     #[test]
