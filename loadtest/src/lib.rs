@@ -15,9 +15,14 @@
 //!   [`sim::faults`].
 //! - [`bench`](mod@bench): `drover sim bench`.
 //! - [`queue`]: `drover loadtest queue`.
+//! - [`pipeline`]: `drover loadtest pipeline`, the whole pipeline as real
+//!   processes (kube-sim, nats-server, a watcher, W workers).
+//! - [`procs`]: spawning, sampling (`/proc`) and stopping those processes.
 //! - [`chart`]: SVG bar charts beside JSON reports.
 
 pub mod bench;
 pub mod chart;
+pub mod pipeline;
+pub mod procs;
 pub mod queue;
 pub mod sim;
