@@ -1,0 +1,125 @@
+//! Publishing: a bounded number of publishes in flight, each retried with
+//! capped exponential backoff until the queue takes it.
+//!
+//! [`Publisher::publish`] waits for a free slot, so when the queue is slow
+//! or down the dispatcher waits, the watch channels fill up and the watch
+//! tasks stop reading events: backpressure all the way to the API server
+//! connection instead of an unbounded buffer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_queue::{JobQueue, Published};
+use drover_shared::jobs::Job;
+use drover_telemetry::HealthCheck;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::metrics::WatcherMetrics;
+
+/// First retry delay after a failed publish.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// Longest retry delay while running.
+const MAX_RETRY: Duration = Duration::from_secs(10);
+/// After shutdown, how long a failing publish is still retried before it
+/// is given up (the next start re-publishes every object anyway).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Publishes jobs with at most N in flight.
+pub(crate) struct Publisher<Q> {
+    queue: Arc<Q>,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+    metrics: WatcherMetrics,
+    queue_health: HealthCheck,
+    shutdown: CancellationToken,
+}
+
+impl<Q: JobQueue> Publisher<Q> {
+    pub(crate) fn new(
+        queue: Arc<Q>,
+        max_in_flight: usize,
+        metrics: WatcherMetrics,
+        queue_health: HealthCheck,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            queue,
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            tasks: TaskTracker::new(),
+            metrics,
+            queue_health,
+            shutdown,
+        }
+    }
+
+    /// Starts publishing `job` once a slot is free; returns when it has one.
+    /// The publish runs in the current span.
+    pub(crate) async fn publish(&self, job: Job) {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return; // never closed
+        };
+        let queue = self.queue.clone();
+        let metrics = self.metrics.clone();
+        let health = self.queue_health.clone();
+        let shutdown = self.shutdown.clone();
+        let span = tracing::info_span!("publish", job_kind = %job.kind, subject = %job.subject());
+        self.tasks.spawn(
+            async move {
+                publish_until_taken(&*queue, &job, &metrics, &health, &shutdown).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Waits for every publish in flight.
+    pub(crate) async fn finish(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn publish_until_taken<Q: JobQueue>(
+    queue: &Q,
+    job: &Job,
+    metrics: &WatcherMetrics,
+    health: &HealthCheck,
+    shutdown: &CancellationToken,
+) {
+    let mut delay = FIRST_RETRY;
+    let mut give_up_at = None;
+    loop {
+        match queue.publish(job).await {
+            Ok(published) => {
+                health.set_ready(true);
+                let family = match published {
+                    Published::Queued => &metrics.published,
+                    Published::Coalesced => &metrics.coalesced,
+                    Published::Duplicate => &metrics.deduped,
+                };
+                WatcherMetrics::job(family, job.kind);
+                tracing::debug!(?published, dedupe_id = %job.dedupe_id(), "published");
+                return;
+            }
+            Err(e) => {
+                metrics.publish_errors.inc();
+                health.set_ready(false);
+                if shutdown.is_cancelled() {
+                    let deadline = *give_up_at
+                        .get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::error!(error = %e, job = %job.object_key(), "giving up a publish at shutdown");
+                        return;
+                    }
+                    delay = delay.min(Duration::from_secs(1));
+                }
+                tracing::warn!(error = %e, retry_in = ?delay, job = %job.object_key(), "publish failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
