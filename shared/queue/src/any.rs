@@ -1,6 +1,7 @@
 //! [`AnyQueue`]: either backend behind one concrete type, for programs
 //! that pick the backend from their flags (`--nats-url` or not).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_shared::jobs::{Job, JobKind};
@@ -53,6 +54,10 @@ impl JobQueue for AnyQueue {
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         delegate!(self, q => q.stats())
+    }
+
+    async fn depth(&self) -> Result<BTreeMap<String, u64>, QueueError> {
+        delegate!(self, q => q.depth())
     }
 
     async fn dead_letters(&self, selector: &JobSelector) -> Result<Vec<DeadLetter>, QueueError> {

@@ -30,6 +30,7 @@ macro_rules! conformance_tests {
             changes_do_not_reset_failures,
             abandoned_claims_count_as_failures,
             replay_keeps_newer_jobs_and_huge_delays_are_safe,
+            depth_counts_ready_jobs,
         );
     };
     ($fixture:path; $($name:ident),+ $(,)?) => {$(
@@ -448,4 +449,53 @@ pub async fn replay_keeps_newer_jobs_and_huge_delays_are_safe(q: &impl JobQueue)
         .unwrap();
     assert_eq!(q.claim(JobKind::Noop, 1, NOW).await.unwrap().len(), 1);
     assert_eq!(q.dead_letters(&JobSelector::all()).await.unwrap().len(), 1);
+}
+
+/// The depth of `kind` becomes `want` before a deadline (backends may
+/// count a moment behind their writes).
+async fn depth_becomes(q: &impl JobQueue, kind: JobKind, want: u64, why: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let depth = q.depth().await.unwrap();
+        assert_eq!(
+            depth.len(),
+            JobKind::ALL.len(),
+            "every kind is reported: {depth:?}"
+        );
+        let got = depth.get(kind.as_str()).copied();
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{why}: depth of {kind} is {got:?}, want {want} ({depth:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Depth: jobs ready to claim per kind; claims in flight and jobs waiting
+/// for a later time are not counted.
+pub async fn depth_counts_ready_jobs(q: &impl JobQueue) {
+    depth_becomes(q, JobKind::Bootstrap, 0, "an empty queue").await;
+    for name in ["a", "b", "c"] {
+        q.publish(&job(JobKind::Bootstrap, name, 1)).await.unwrap();
+    }
+    q.publish(&job(JobKind::Noop, "a", 1)).await.unwrap();
+    depth_becomes(q, JobKind::Bootstrap, 3, "three published").await;
+    depth_becomes(q, JobKind::Noop, 1, "one of another kind").await;
+    let c = q.claim(JobKind::Bootstrap, 1, NOW).await.unwrap();
+    assert_eq!(c.len(), 1);
+    depth_becomes(q, JobKind::Bootstrap, 2, "one claimed").await;
+    q.finish(c[0].clone(), Outcome::RunAfter(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    depth_becomes(q, JobKind::Bootstrap, 2, "one waiting for later").await;
+    let rest = q.claim(JobKind::Bootstrap, 10, NOW).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    for c in rest {
+        q.finish(c, Outcome::Done).await.unwrap();
+    }
+    depth_becomes(q, JobKind::Bootstrap, 0, "all claimed").await;
+    depth_becomes(q, JobKind::Noop, 1, "pools are separate").await;
 }

@@ -232,6 +232,30 @@ impl JobQueue for EmbeddedQueue {
         .await
     }
 
+    async fn depth(&self) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let now = now_ms();
+            let mut depth: std::collections::BTreeMap<String, u64> = JobKind::ALL
+                .iter()
+                .map(|k| (k.as_str().to_owned(), 0))
+                .collect();
+            let Ok(t) = txn.open_table(READY) else {
+                return Ok(depth);
+            };
+            for kind in JobKind::ALL {
+                // Keys only, in the ready index's order: ready now ends at `now`.
+                let n = t
+                    .range((kind.as_str(), 0, 0)..=(kind.as_str(), now, u64::MAX))
+                    .map_err(storage)?
+                    .count();
+                depth.insert(kind.as_str().to_owned(), n as u64);
+            }
+            Ok(depth)
+        })
+        .await
+    }
+
     async fn dead_letters(&self, selector: &JobSelector) -> Result<Vec<DeadLetter>, QueueError> {
         let selector = selector.clone();
         self.read(move |db| {

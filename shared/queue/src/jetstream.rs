@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
@@ -34,7 +35,7 @@ use async_nats::jetstream::stream::{
     self, DirectGetErrorKind, LastRawMessageErrorKind, RetentionPolicy, StorageType, Stream,
 };
 use bytes::Bytes;
-use drover_shared::jobs::{Change, Job, JobKind};
+use drover_shared::jobs::{Change, Job, JobKind, TraceContext};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,11 @@ const DEAD_PREFIX: &str = "drover.dead";
 const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Compare-and-set rounds before a claim gives the message back.
 const CAS_ROUNDS: usize = 8;
+/// The W3C trace context headers a job's message carries (the literal
+/// names: this crate does not depend on drover's telemetry).
+pub const TRACEPARENT: &str = "traceparent";
+/// See [`TRACEPARENT`].
+pub const TRACESTATE: &str = "tracestate";
 
 /// How to authenticate to NATS.
 #[derive(Clone, Debug, Default)]
@@ -231,6 +237,34 @@ pub fn check_server_version(version: &str) -> Result<(), QueueError> {
             ),
         }),
     }
+}
+
+/// The `traceparent`/`tracestate` headers for `trace`.
+fn trace_headers(trace: Option<&TraceContext>) -> Option<HeaderMap> {
+    let trace = trace?;
+    let mut h = HeaderMap::new();
+    h.insert(TRACEPARENT, trace.traceparent.as_str());
+    if let Some(state) = &trace.tracestate {
+        h.insert(TRACESTATE, state.as_str());
+    }
+    Some(h)
+}
+
+/// The trace context in a message's headers, if any.
+fn trace_from_headers(headers: Option<&HeaderMap>) -> Option<TraceContext> {
+    let h = headers?;
+    let traceparent = h.get(TRACEPARENT)?.as_str().to_owned();
+    if traceparent.is_empty() {
+        return None;
+    }
+    let tracestate = h
+        .get(TRACESTATE)
+        .map(|v| v.as_str().to_owned())
+        .filter(|s| !s.is_empty());
+    Some(TraceContext {
+        traceparent,
+        tracestate,
+    })
 }
 
 fn object_record_subject(job_subject: &str) -> String {
@@ -407,8 +441,13 @@ impl JetStreamQueue {
         payload: Bytes,
         expect: Option<u64>,
         msg_id: Option<&str>,
+        headers: Option<HeaderMap>,
     ) -> Result<Option<(u64, bool)>, QueueError> {
-        let mut msg = PublishMessage::build().payload(payload);
+        let mut msg = PublishMessage::build();
+        if let Some(h) = headers {
+            msg = msg.headers(h);
+        }
+        let mut msg = msg.payload(payload);
         if let Some(e) = expect {
             msg = msg.expected_last_subject_sequence(e);
         }
@@ -461,7 +500,7 @@ impl JetStreamQueue {
     ) -> Result<Option<u64>, QueueError> {
         let body = serde_json::to_vec(st).expect("object records serialize");
         Ok(self
-            .publish_expecting(subject.to_owned(), body.into(), Some(expect), None)
+            .publish_expecting(subject.to_owned(), body.into(), Some(expect), None, None)
             .await?
             .map(|(seq, _)| seq))
     }
@@ -472,7 +511,7 @@ impl JetStreamQueue {
         tracing::warn!(job = %d.job.id, kind = %d.job.kind, object = %d.job.object_key(), error = %d.error, "job dead-lettered");
         let body = serde_json::to_vec(d).expect("dead letters serialize");
         let id = format!("dead/{}/{seq}", d.job.id);
-        self.publish_expecting(dead_subject(&d.job), body.into(), None, Some(&id))
+        self.publish_expecting(dead_subject(&d.job), body.into(), None, Some(&id), None)
             .await?;
         Ok(())
     }
@@ -517,7 +556,12 @@ impl JetStreamQueue {
         };
         let subject = msg.subject.to_string();
         let job = match drover_shared::jobs::decode(&msg.payload) {
-            Ok(job) if job.kind == kind && job.subject() == subject => job,
+            Ok(mut job) if job.kind == kind && job.subject() == subject => {
+                if job.trace.is_none() {
+                    job.trace = trace_from_headers(msg.headers.as_ref());
+                }
+                job
+            }
             Ok(job) => {
                 let reason = format!(
                     "job {} of kind {} for {} arrived on subject {subject}, which names another object or kind",
@@ -712,11 +756,15 @@ impl JetStreamQueue {
         if newest.sequence == own_seq {
             return Ok(());
         }
+        // Only the trace headers: the stored `Nats-Msg-Id` would make the
+        // re-publish a duplicate inside the dedupe window.
+        let headers = trace_headers(trace_from_headers(Some(&newest.headers)).as_ref());
         self.publish_expecting(
             job_subject.to_owned(),
             newest.payload,
             Some(newest.sequence),
             None,
+            headers,
         )
         .await?;
         Ok(())
@@ -830,15 +878,22 @@ impl JobQueue for JetStreamQueue {
     async fn publish(&self, job: &Job) -> Result<Published, QueueError> {
         let body: Bytes = serde_json::to_vec(job).expect("jobs serialize").into();
         let id = job.dedupe_id();
+        let headers = trace_headers(job.trace.as_ref());
         // Expecting no pending message tells a new job from a coalesced one.
         match self
-            .publish_expecting(job.subject(), body.clone(), Some(0), Some(&id))
+            .publish_expecting(
+                job.subject(),
+                body.clone(),
+                Some(0),
+                Some(&id),
+                headers.clone(),
+            )
             .await?
         {
             Some((_, true)) => Ok(Published::Duplicate),
             Some((_, false)) => Ok(Published::Queued),
             None => match self
-                .publish_expecting(job.subject(), body, None, Some(&id))
+                .publish_expecting(job.subject(), body, None, Some(&id), headers)
                 .await?
             {
                 Some((_, true)) => Ok(Published::Duplicate),
@@ -1032,6 +1087,21 @@ impl JobQueue for JetStreamQueue {
         Ok(stats)
     }
 
+    async fn depth(&self) -> Result<BTreeMap<String, u64>, QueueError> {
+        // One consumer info request per kind, at once: `num_pending` is
+        // what the consumer has not delivered yet (claims in flight and
+        // naked jobs waiting for their time are "ack pending" instead).
+        let infos = futures_util::future::join_all(self.consumers.iter().map(
+            |(kind, consumer)| async move {
+                let mut consumer = consumer.clone();
+                let info = consumer.info().await.map_err(boxed("read a consumer"))?;
+                Ok::<_, QueueError>((kind.as_str().to_owned(), info.num_pending))
+            },
+        ))
+        .await;
+        infos.into_iter().collect()
+    }
+
     async fn dead_letters(&self, selector: &JobSelector) -> Result<Vec<DeadLetter>, QueueError> {
         Ok(self
             .dead_with_seq(selector)
@@ -1053,8 +1123,9 @@ impl JobQueue for JetStreamQueue {
             let body: Bytes = serde_json::to_vec(&job).expect("jobs serialize").into();
             // Never replace a newer pending job of the object.
             let id = format!("replay/{}/{seq}", job.id);
+            let headers = trace_headers(job.trace.as_ref());
             if self
-                .publish_expecting(job.subject(), body, Some(0), Some(&id))
+                .publish_expecting(job.subject(), body, Some(0), Some(&id), headers)
                 .await?
                 .is_none()
             {
@@ -1112,6 +1183,20 @@ mod tests {
         assert_eq!((c.id, c.seq), ("u", 42));
         assert!(c.reply.starts_with("$JS.ACK."));
         assert!(parse_claim_id("nope").is_none());
+    }
+
+    #[test]
+    fn trace_context_round_trips_through_headers() {
+        let t = TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: Some("vendor=1".into()),
+        };
+        let h = trace_headers(Some(&t)).unwrap();
+        assert_eq!(h.get(TRACEPARENT).unwrap().as_str(), t.traceparent);
+        assert_eq!(trace_from_headers(Some(&h)), Some(t));
+        assert_eq!(trace_headers(None), None);
+        assert_eq!(trace_from_headers(Some(&HeaderMap::new())), None);
+        assert_eq!(trace_from_headers(None), None);
     }
 
     #[test]

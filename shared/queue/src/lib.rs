@@ -41,6 +41,7 @@ pub mod model;
 pub mod nats_server;
 pub mod policy;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -81,6 +82,15 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Queue depth per kind, claims in flight, dead letters.
     fn stats(&self) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
+
+    /// Jobs ready to be claimed now, per kind name ([`JobKind::as_str`];
+    /// every kind, zeros included): not in flight and not waiting for a
+    /// later time (run again after, backoff). Cheap enough to poll every few
+    /// seconds for a metrics gauge: it reads counters, not job records
+    /// (unlike [`JobQueue::stats`]). An approximation at the edges: the
+    /// embedded queue counts a job whose object is in flight, JetStream
+    /// does not count a job whose delay ended until it is delivered again.
+    fn depth(&self) -> impl Future<Output = Result<BTreeMap<String, u64>, QueueError>> + Send;
 
     /// Dead letters matching `selector`, oldest first.
     fn dead_letters(

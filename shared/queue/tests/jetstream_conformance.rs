@@ -63,3 +63,76 @@ mod r3 {
         leases_expire_and_renew,
     );
 }
+
+/// A job's W3C trace context travels as `traceparent`/`tracestate` headers
+/// on its stored message, and a claim takes it from the headers when the
+/// payload has none (a producer that only sets headers).
+#[tokio::test]
+async fn trace_context_travels_in_headers() {
+    use drover_queue::JobQueue as _;
+    use drover_queue::jetstream::{TRACEPARENT, TRACESTATE};
+    use drover_shared::jobs::{JobKind, TraceContext};
+
+    let (queue, _guard) = single().await;
+    let trace = TraceContext {
+        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        tracestate: Some("drover=t".into()),
+    };
+    let mut traced = conformance::job(JobKind::Bootstrap, "traced", 1);
+    traced.trace = Some(trace.clone());
+    queue.publish(&traced).await.unwrap();
+    let stream = queue.context().get_stream("DROVER_JOBS").await.unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject(&traced.subject())
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.headers.get(TRACEPARENT).map(|v| v.as_str()),
+        Some(trace.traceparent.as_str())
+    );
+    assert_eq!(
+        stored.headers.get(TRACESTATE).map(|v| v.as_str()),
+        Some("drover=t")
+    );
+    let untraced = conformance::job(JobKind::Noop, "plain", 1);
+    queue.publish(&untraced).await.unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject(&untraced.subject())
+        .await
+        .unwrap();
+    assert!(stored.headers.get(TRACEPARENT).is_none());
+
+    // Headers only: the claim fills `job.trace` from them.
+    let bare = conformance::job(JobKind::Echo, "headers-only", 1);
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(&bare).unwrap().into())
+        .header(TRACEPARENT, trace.traceparent.as_str());
+    queue
+        .context()
+        .send_publish(bare.subject(), message)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let claims = queue
+        .claim(JobKind::Echo, 1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        claims[0].job.trace,
+        Some(TraceContext {
+            traceparent: trace.traceparent.clone(),
+            tracestate: None
+        })
+    );
+    let claims = queue
+        .claim(JobKind::Bootstrap, 1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        claims[0].job.trace,
+        Some(trace),
+        "the payload's own context"
+    );
+}
