@@ -390,3 +390,415 @@ fn own_job(out: &mut Plans<'_>, key: &Key, old: Option<&Summary>, new: Option<&S
         out.push(key, change);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use drover_shared::api::bootstrap::{K0sControllerConfig, K0sWorkerConfig};
+    use drover_shared::api::capi;
+    use drover_shared::api::controlplane::{K0sControlPlane, K0smotronControlPlane};
+    use drover_shared::api::infrastructure::{PooledRemoteMachine, RemoteCluster, RemoteMachine};
+    use drover_shared::api::k0smotron::JoinTokenRequest;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::summary::{Interner, Summarize};
+
+    /// A cache fed with typed objects, as the dispatcher feeds it, that
+    /// answers with the planned jobs as `Kind/name Change` strings.
+    #[derive(Default)]
+    struct World {
+        index: Index,
+        interner: Interner,
+    }
+
+    impl World {
+        fn apply<K: Summarize>(&mut self, obj: &K) -> Vec<String> {
+            let (key, summary) = obj.summarize(&self.interner).expect("named");
+            let old = self.index.insert(key.clone(), summary.clone());
+            show(plan(&self.index, &key, old.as_ref(), Some(&summary)))
+        }
+
+        fn delete<K: Summarize>(&mut self, obj: &K) -> Vec<String> {
+            let (key, summary) = obj.summarize(&self.interner).expect("named");
+            self.index.remove(&key);
+            show(plan(&self.index, &key, Some(&summary), None))
+        }
+    }
+
+    fn show(planned: Vec<Planned>) -> Vec<String> {
+        let mut v: Vec<String> = planned
+            .into_iter()
+            .map(|p| format!("{}/{} {:?}", p.target.kind.name(), p.target.name, p.change))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A typed object from JSON, with namespace `default`, a uid and a
+    /// resourceVersion filled in.
+    fn obj<K: serde::de::DeserializeOwned>(mut v: Value) -> K {
+        let meta = v["metadata"].as_object_mut().expect("metadata");
+        meta.entry("namespace").or_insert(json!("default"));
+        let name = meta["name"].as_str().unwrap().to_owned();
+        meta.entry("uid").or_insert(json!(format!("uid-{name}")));
+        meta.entry("resourceVersion").or_insert(json!("1"));
+        meta.entry("generation").or_insert(json!(1));
+        serde_json::from_value(v).expect("valid object")
+    }
+
+    fn cluster_meta(name: &str, cluster: &str) -> Value {
+        json!({"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster}})
+    }
+
+    fn worker_config(name: &str, cluster: &str, ready: bool) -> K0sWorkerConfig {
+        let status = if ready {
+            json!({"dataSecretName": name, "initialization": {"dataSecretCreated": true}})
+        } else {
+            json!({})
+        };
+        obj(json!({"metadata": cluster_meta(name, cluster), "spec": {
+            "files": [{"path": "/etc/x", "contentFrom": {"secretRef": {"name": "files", "key": "x"}}}],
+            "provisioner": {"customUserDataRef": {"configMapRef": {"name": "userdata", "key": "u"}}}
+        }, "status": status}))
+    }
+
+    fn capi_cluster(name: &str, status: Value, paused: bool) -> capi::Cluster {
+        obj(json!({"metadata": {"name": name}, "spec": {
+            "paused": paused,
+            "controlPlaneEndpoint": {"host": "cp.example", "port": 6443},
+            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "RemoteCluster", "name": name},
+            "controlPlaneRef": {"apiGroup": "controlplane.cluster.x-k8s.io", "kind": "K0sControlPlane", "name": name}
+        }, "status": status}))
+    }
+
+    fn with_rv<K: kube::Resource>(mut o: K, rv: &str) -> K {
+        o.meta_mut().resource_version = Some(rv.into());
+        o
+    }
+
+    #[test]
+    fn every_kind_has_its_row_in_order() {
+        for (i, k) in ObjKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+            assert_eq!(k.row().kind, *k);
+        }
+        assert_eq!(
+            ObjKind::from_ref("bootstrap.cluster.x-k8s.io", "K0sWorkerConfig"),
+            Some(ObjKind::K0sWorkerConfig)
+        );
+        assert_eq!(
+            ObjKind::from_ref("k0smotron.io", "Cluster"),
+            Some(ObjKind::K0smotronCluster)
+        );
+        assert_eq!(
+            ObjKind::from_ref("cluster.x-k8s.io", "Cluster"),
+            Some(ObjKind::CapiCluster)
+        );
+        assert_eq!(ObjKind::from_ref("example.com", "K0sWorkerConfig"), None);
+        assert_eq!(
+            K0sWorkerConfig::KIND.api_version(),
+            "bootstrap.cluster.x-k8s.io/v1beta2"
+        );
+        assert_eq!(
+            ObjKind::JoinTokenRequest.job_kind(),
+            Some(JobKind::JoinToken)
+        );
+        assert_eq!(ObjKind::Machine.job_kind(), None);
+    }
+
+    #[test]
+    fn own_jobs_on_add_spec_change_and_delete_but_not_on_status_writes() {
+        let mut w = World::default();
+        let cfg = worker_config("w1", "c1", false);
+        assert_eq!(w.apply(&cfg), ["K0sWorkerConfig/w1 Added"]);
+        // A worker writes status: new resourceVersion, same generation.
+        let done = with_rv(worker_config("w1", "c1", true), "2");
+        assert_eq!(w.apply(&done), Vec::<String>::new());
+        // A spec change bumps the generation.
+        let mut changed = with_rv(done.clone(), "3");
+        changed.metadata.generation = Some(2);
+        assert_eq!(w.apply(&changed), ["K0sWorkerConfig/w1 Modified"]);
+        // Labels, annotations, finalizers and deletion count too.
+        let mut finalized = with_rv(changed.clone(), "4");
+        finalized.metadata.finalizers = Some(vec!["x".into()]);
+        assert_eq!(w.apply(&finalized), ["K0sWorkerConfig/w1 Modified"]);
+        assert_eq!(w.delete(&finalized), ["K0sWorkerConfig/w1 Deleted"]);
+    }
+
+    #[test]
+    fn a_machine_makes_jobs_for_its_config_infra_machine_and_control_plane() {
+        let mut w = World::default();
+        w.apply(&obj::<K0sControllerConfig>(
+            json!({"metadata": cluster_meta("m1", "c1"), "spec": {}}),
+        ));
+        w.apply(&obj::<RemoteMachine>(
+            json!({"metadata": cluster_meta("m1", "c1"), "spec": {}}),
+        ));
+        w.apply(&obj::<K0sControlPlane>(
+            json!({"metadata": cluster_meta("cp", "c1"), "spec": {
+            "k0sConfigSpec": {}, "machineTemplate": {"infrastructureRef": {"name": "t"}}}}),
+        ));
+        let machine: capi::Machine = obj(json!({"metadata": {"name": "m1", "ownerReferences": [{
+                "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "K0sControlPlane",
+                "name": "cp", "uid": "uid-cp", "controller": true}]},
+            "spec": {"clusterName": "c1",
+                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "K0sControllerConfig", "name": "m1"}},
+                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "RemoteMachine", "name": "m1"}}}));
+        let all = [
+            "K0sControlPlane/cp Related",
+            "K0sControllerConfig/m1 Related",
+            "RemoteMachine/m1 Related",
+        ];
+        assert_eq!(w.apply(&machine), all);
+        // A Machine's watched status (addresses) counts; conditions do not.
+        let mut addressed = with_rv(machine.clone(), "2");
+        addressed.status = Some(
+            serde_json::from_value(
+                json!({"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(w.apply(&addressed), all);
+        let mut conditioned = with_rv(addressed.clone(), "3");
+        conditioned.status.as_mut().unwrap().conditions = serde_json::from_value(json!([{
+            "type": "UpToDate", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z", "reason": "R", "message": ""}])).unwrap();
+        assert_eq!(w.apply(&conditioned), Vec::<String>::new());
+        assert_eq!(w.delete(&conditioned), all);
+    }
+
+    #[test]
+    fn control_plane_initialized_wakes_waiting_configs_only() {
+        let mut w = World::default();
+        let cluster = capi_cluster("c1", json!({}), false);
+        w.apply(&cluster);
+        w.apply(&worker_config("waiting", "c1", false));
+        w.apply(&worker_config("ready", "c1", true));
+        w.apply(&worker_config("elsewhere", "c2", false));
+        w.apply(&obj::<RemoteCluster>(
+            json!({"metadata": cluster_meta("c1", "c1"), "spec": {}}),
+        ));
+        w.apply(&obj::<K0sControlPlane>(
+            json!({"metadata": cluster_meta("c1", "c1"), "spec": {
+            "k0sConfigSpec": {}, "machineTemplate": {"infrastructureRef": {"name": "t"}}}}),
+        ));
+        let initialized = with_rv(
+            capi_cluster(
+                "c1",
+                json!({"initialization": {"controlPlaneInitialized": true}}),
+                false,
+            ),
+            "2",
+        );
+        assert_eq!(
+            w.apply(&initialized),
+            [
+                "K0sControlPlane/c1 Related",
+                "K0sWorkerConfig/waiting Related",
+                "RemoteCluster/c1 Related"
+            ]
+        );
+        // The condition form counts too.
+        let mut w2 = World::default();
+        w2.apply(&cluster);
+        w2.apply(&worker_config("waiting", "c1", false));
+        let by_condition = with_rv(
+            capi_cluster(
+                "c1",
+                json!({"conditions": [{"type": "ControlPlaneInitialized", "status": "True",
+            "lastTransitionTime": "2024-01-01T00:00:00Z", "reason": "R", "message": ""}]}),
+                false,
+            ),
+            "2",
+        );
+        assert!(
+            w2.apply(&by_condition)
+                .contains(&"K0sWorkerConfig/waiting Related".to_string())
+        );
+        // The endpoint moving wakes them again.
+        let mut moved = with_rv(initialized, "3");
+        moved.spec.control_plane_endpoint.as_mut().unwrap().port = 443;
+        moved.metadata.generation = Some(2);
+        assert!(
+            w.apply(&moved)
+                .contains(&"K0sWorkerConfig/waiting Related".to_string())
+        );
+    }
+
+    #[test]
+    fn pooled_machines_wake_their_remote_machine_and_the_pool_when_freed() {
+        let mut w = World::default();
+        for (name, provisioned) in [("rm1", true), ("rm2", false), ("rm3", false)] {
+            w.apply(&obj::<RemoteMachine>(json!({"metadata": {"name": name}, "spec": {"pool": if name == "rm3" { "other" } else { "p" }},
+                "status": {"initialization": {"provisioned": provisioned}}})));
+        }
+        let reserved: PooledRemoteMachine = obj(json!({"metadata": {"name": "h1"},
+            "spec": {"pool": "p", "machine": {"address": "10.0.0.1", "sshKeyRef": {"name": "k"}}},
+            "status": {"reserved": true, "machineRef": {"name": "rm1", "namespace": "default"}}}));
+        assert_eq!(w.apply(&reserved), ["RemoteMachine/rm1 Related"]);
+        let freed: PooledRemoteMachine = with_rv(
+            obj(json!({"metadata": {"name": "h1"},
+            "spec": {"pool": "p", "machine": {"address": "10.0.0.1", "sshKeyRef": {"name": "k"}}},
+            "status": {"reserved": false, "machineRef": {"name": "", "namespace": ""}}})),
+            "2",
+        );
+        // The old claimant hears of it; of the pool only the unprovisioned one.
+        assert_eq!(
+            w.apply(&freed),
+            ["RemoteMachine/rm1 Related", "RemoteMachine/rm2 Related"]
+        );
+    }
+
+    #[test]
+    fn referenced_secrets_and_config_maps_wake_their_users() {
+        let mut w = World::default();
+        w.apply(&worker_config("w1", "c1", true));
+        w.apply(&obj::<RemoteMachine>(
+            json!({"metadata": {"name": "rm"}, "spec": {"sshKeyRef": {"name": "files"}}}),
+        ));
+        w.apply(&obj::<K0smotronControlPlane>(json!({"metadata": {"name": "hcp"}, "spec": {
+            "remoteHostCluster": {"kubeconfigRef": {"name": "hosting", "namespace": "infra", "key": "value"}}}})));
+        let secret = |name: &str, ns: &str, rv: &str| -> PartialObjectMeta<Secret> {
+            serde_json::from_value(json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": rv}})).unwrap()
+        };
+        assert_eq!(
+            w.apply(&secret("files", "default", "5")),
+            ["K0sWorkerConfig/w1 Related", "RemoteMachine/rm Related"]
+        );
+        assert_eq!(
+            w.apply(&secret("files", "default", "5")),
+            Vec::<String>::new(),
+            "same resourceVersion: no change"
+        );
+        assert_eq!(
+            w.apply(&secret("hosting", "infra", "6")),
+            ["K0smotronControlPlane/hcp Related"]
+        );
+        assert_eq!(
+            w.apply(&secret("hosting", "default", "7")),
+            Vec::<String>::new(),
+            "another namespace"
+        );
+        assert_eq!(
+            w.apply(&secret("unused", "default", "8")),
+            Vec::<String>::new()
+        );
+        let cm: PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap> = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "userdata", "namespace": "default", "uid": "u", "resourceVersion": "9"}})).unwrap();
+        assert_eq!(w.apply(&cm), ["K0sWorkerConfig/w1 Related"]);
+        assert_eq!(w.delete(&cm), ["K0sWorkerConfig/w1 Related"]);
+    }
+
+    #[test]
+    fn a_kubeconfig_secret_wakes_waiting_configs_and_token_requests() {
+        let mut w = World::default();
+        w.apply(&worker_config("waiting", "c1", false));
+        w.apply(&worker_config("ready", "c1", true));
+        w.apply(&obj::<JoinTokenRequest>(
+            json!({"metadata": {"name": "jtr"}, "spec": {"clusterName": "c1"}}),
+        ));
+        w.apply(&obj::<JoinTokenRequest>(json!({"metadata": {"name": "done"}, "spec": {"clusterName": "c1"}, "status": {"tokenID": "abc"}})));
+        let kubeconfig: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "c1-kubeconfig", "namespace": "default", "uid": "k", "resourceVersion": "3"}})).unwrap();
+        assert_eq!(
+            w.apply(&kubeconfig),
+            [
+                "JoinTokenRequest/jtr Related",
+                "K0sWorkerConfig/waiting Related"
+            ]
+        );
+    }
+
+    #[test]
+    fn pause_by_annotation_gives_one_job_on_entry_and_one_on_exit() {
+        let mut w = World::default();
+        let cfg = worker_config("w1", "c1", false);
+        w.apply(&cfg);
+        let mut paused = with_rv(cfg.clone(), "2");
+        paused.metadata.annotations =
+            Some([(drover_shared::labels::PAUSED.to_owned(), String::new())].into());
+        assert_eq!(
+            w.apply(&paused),
+            ["K0sWorkerConfig/w1 Modified"],
+            "entering pause"
+        );
+        let mut changed = with_rv(paused.clone(), "3");
+        changed.metadata.generation = Some(5);
+        assert_eq!(w.apply(&changed), Vec::<String>::new(), "paused: nothing");
+        let mut unpaused = with_rv(changed, "4");
+        unpaused.metadata.annotations = None;
+        assert_eq!(w.apply(&unpaused), ["K0sWorkerConfig/w1 Modified"]);
+        // Kinds whose handlers ignore pause keep their jobs.
+        let mut rc: RemoteCluster = obj(
+            json!({"metadata": {"name": "rc", "annotations": {"cluster.x-k8s.io/paused": ""}}, "spec": {}}),
+        );
+        assert_eq!(w.apply(&rc), ["RemoteCluster/rc Added"]);
+        rc.metadata.generation = Some(2);
+        assert_eq!(w.apply(&rc), ["RemoteCluster/rc Modified"]);
+    }
+
+    #[test]
+    fn a_paused_cluster_silences_its_objects_and_unpausing_wakes_them() {
+        let mut w = World::default();
+        w.apply(&capi_cluster("c1", json!({}), false));
+        let cfg = worker_config("w1", "c1", false);
+        w.apply(&cfg);
+        w.apply(&obj::<RemoteCluster>(
+            json!({"metadata": cluster_meta("c1", "c1"), "spec": {}}),
+        ));
+        let mut paused = with_rv(capi_cluster("c1", json!({}), true), "2");
+        paused.metadata.generation = Some(2);
+        // Entering pause: each pause-honouring object once; RemoteCluster via infrastructureRef.
+        assert_eq!(
+            w.apply(&paused),
+            ["K0sWorkerConfig/w1 Related", "RemoteCluster/c1 Related"]
+        );
+        let mut changed = with_rv(cfg.clone(), "3");
+        changed.metadata.generation = Some(2);
+        assert_eq!(
+            w.apply(&changed),
+            Vec::<String>::new(),
+            "paused by its cluster"
+        );
+        let mut initialized = with_rv(
+            capi_cluster(
+                "c1",
+                json!({"initialization": {"controlPlaneInitialized": true}}),
+                true,
+            ),
+            "4",
+        );
+        initialized.metadata.generation = Some(2);
+        assert_eq!(
+            w.apply(&initialized),
+            ["RemoteCluster/c1 Related"],
+            "related jobs skip paused objects"
+        );
+        let mut unpaused = with_rv(initialized, "5");
+        unpaused.spec.paused = Some(false);
+        unpaused.metadata.generation = Some(3);
+        assert_eq!(
+            w.apply(&unpaused),
+            ["K0sWorkerConfig/w1 Related", "RemoteCluster/c1 Related"]
+        );
+    }
+
+    #[test]
+    fn a_relist_of_the_same_state_plans_nothing() {
+        let mut w = World::default();
+        w.apply(&capi_cluster("c1", json!({}), false));
+        w.apply(&worker_config("w1", "c1", false));
+        assert_eq!(
+            w.apply(&worker_config("w1", "c1", false)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            w.apply(&capi_cluster("c1", json!({}), false)),
+            Vec::<String>::new()
+        );
+    }
+}
