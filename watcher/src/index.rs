@@ -155,3 +155,146 @@ impl Index {
         objects + scoped(&self.by_cluster) + scoped(&self.by_pool) + uses
     }
 }
+
+/// Synthetic caches for the memory estimate (the unit test below and
+/// `examples/index_memory.rs`).
+#[doc(hidden)]
+pub mod synthetic {
+    use std::sync::Arc;
+
+    use super::Index;
+    use crate::mapping::ObjKind;
+    use crate::summary::{Flags, Interner, Key, Summary};
+
+    /// A cache of `n` objects shaped like a fleet: clusters of 100 objects
+    /// (a Cluster, its infrastructure and control plane, 30 Machines with a
+    /// worker config and a RemoteMachine each, 7 Secrets), 20 clusters per
+    /// namespace, and the strings a real object would carry (36-character
+    /// uids, 8-digit resourceVersions, 30-character names).
+    pub fn fleet(n: usize, interner: &Interner) -> Index {
+        let mut index = Index::new();
+        for i in 0..n {
+            let c = i / 100;
+            let ns = interner.intern(&format!("tenant-{:04}", c / 20));
+            let cluster = interner.intern(&format!("cluster-{c:06}"));
+            let slot = i % 100;
+            let (kind, name) = match slot {
+                0 => (ObjKind::CapiCluster, cluster.to_string()),
+                1 => (ObjKind::RemoteCluster, cluster.to_string()),
+                2 => (ObjKind::K0sControlPlane, cluster.to_string()),
+                3..=32 => (ObjKind::Machine, format!("{cluster}-md-0-{:08x}", i)),
+                33..=62 => (
+                    ObjKind::K0sWorkerConfig,
+                    format!("{cluster}-md-0-{:08x}", i - 30),
+                ),
+                63..=92 => (
+                    ObjKind::RemoteMachine,
+                    format!("{cluster}-md-0-{:08x}", i - 60),
+                ),
+                _ => (ObjKind::Secret, format!("{cluster}-secret-{slot}")),
+            };
+            let name: Arc<str> = Arc::from(name.as_str());
+            let secret = |s: &str| Key {
+                kind: ObjKind::Secret,
+                ns: ns.clone(),
+                name: interner.intern(s),
+            };
+            let (uses, notifies): (Vec<Key>, Vec<Key>) = match kind {
+                ObjKind::K0sWorkerConfig => (vec![secret(&format!("{cluster}-files"))], vec![]),
+                ObjKind::RemoteMachine => (vec![secret("ssh-key")], vec![]),
+                ObjKind::Machine => {
+                    let other = |kind| Key {
+                        kind,
+                        ns: ns.clone(),
+                        name: name.clone(),
+                    };
+                    (
+                        vec![],
+                        vec![
+                            other(ObjKind::K0sWorkerConfig),
+                            other(ObjKind::RemoteMachine),
+                        ],
+                    )
+                }
+                _ => (vec![], vec![]),
+            };
+            let summary = Summary {
+                uid: format!("{:08x}-0000-4000-8000-{:012x}", i, i).into(),
+                resource_version: format!("{:08}", 10_000_000 + i).into(),
+                generation: Some(1),
+                fingerprint: i as u64,
+                related: 0,
+                cluster: (kind != ObjKind::Secret).then(|| cluster.clone()),
+                pool: (kind == ObjKind::RemoteMachine).then(|| interner.intern("pool-a")),
+                flags: Flags::WAITING,
+                uses: uses.into_boxed_slice(),
+                notifies: notifies.into_boxed_slice(),
+            };
+            index.insert(
+                Key {
+                    kind,
+                    ns: ns.clone(),
+                    name,
+                },
+                summary,
+            );
+        }
+        index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::Interner;
+
+    #[test]
+    fn a_hundred_thousand_objects_fit_in_two_kib_each() {
+        let interner = Interner::default();
+        let n = 100_000;
+        let index = synthetic::fleet(n, &interner);
+        assert_eq!(index.len(), n);
+        let bytes = index.approx_bytes() + interner.heap_bytes();
+        let per_object = bytes / n;
+        println!(
+            "{n} objects: ~{} MiB, ~{per_object} bytes per object, {} interned strings",
+            bytes >> 20,
+            interner.len()
+        );
+        assert!(per_object < 2048, "{per_object} bytes per object");
+        // The indexes answer what the mapping asks.
+        let ns: Sym = "tenant-0000".into();
+        let cluster: Sym = "cluster-000000".into();
+        assert_eq!(
+            index.in_cluster(&ns, &cluster).len(),
+            62,
+            "RemoteCluster, control plane, 30 configs and 30 RemoteMachines"
+        );
+        assert_eq!(index.in_pool(&ns, &"pool-a".into()).len(), 20 * 30);
+        let key = Key {
+            kind: ObjKind::Secret,
+            ns: ns.clone(),
+            name: "ssh-key".into(),
+        };
+        assert_eq!(index.users_of(&key).len(), 20 * 30);
+    }
+
+    #[test]
+    fn removing_an_object_clears_its_index_entries() {
+        let interner = Interner::default();
+        let mut index = synthetic::fleet(100, &interner);
+        for key in index.keys_of(ObjKind::RemoteMachine) {
+            index.remove(&key);
+        }
+        assert_eq!(index.count(ObjKind::RemoteMachine), 0);
+        let ns: Sym = "tenant-0000".into();
+        assert!(index.in_pool(&ns, &"pool-a".into()).is_empty());
+        let key = Key {
+            kind: ObjKind::Secret,
+            ns,
+            name: "ssh-key".into(),
+        };
+        assert!(index.users_of(&key).is_empty());
+        interner.prune();
+    }
+}
