@@ -14,6 +14,10 @@ use crate::{
 };
 
 /// The embedded or the JetStream queue.
+// One per process, made once and shared behind an `Arc`: the size of the
+// larger variant costs nothing, and boxing it would change the variants
+// callers construct.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyQueue {
     /// The redb file.
     Embedded(EmbeddedQueue),
