@@ -12,7 +12,7 @@
 //! finish(claim, outcome)
 //! ```
 //!
-//! Shutdown ([`Drain`]): the claim loops stop at once; jobs in flight
+//! Shutdown (`Drain`): the claim loops stop at once; jobs in flight
 //! run on until [`Settings::shutdown_deadline`]; those still running then
 //! are released (finished with "run again now", no attempt spent).
 //!

@@ -38,8 +38,8 @@ pub enum Marked {
     Written(ObjectReference),
 }
 
-/// Sets `Handled=True` (`reason`, `observedGeneration`, "handled by job
-/// <id>") on the job's object.
+/// Sets `Handled=True` (`reason`, `observedGeneration`, message
+/// `handled by job <id>`) on the job's object.
 pub async fn mark_handled(ctx: &Context, job: &Job, reason: &str) -> Result<Marked, HandlerError> {
     let (api, ar) = ctx.api_for(&job.object)?;
     let name = &job.object.name;
