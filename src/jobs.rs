@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use drover_queue::embedded::{EmbeddedConfig, EmbeddedQueue};
 use drover_queue::jetstream::{JetStreamConfig, JetStreamQueue, NatsAuth, NatsTls};
-use drover_queue::{DeadLetter, JobQueue, JobSelector, PurgeScope, QueueStats};
+use drover_queue::{AnyQueue, DeadLetter, JobQueue, JobSelector, PurgeScope, QueueStats};
 use drover_shared::jobs::JobKind;
 use serde_json::json;
 
@@ -61,6 +61,17 @@ pub struct QueueArgs {
     /// Require TLS to NATS.
     #[arg(long, env = "DROVER_NATS_TLS", global = true)]
     pub nats_tls: bool,
+    /// How long a claim lasts without renewal: a dead worker's jobs run
+    /// elsewhere after this. On JetStream it is the consumers' ack wait,
+    /// so every process of one deployment must give the same value.
+    #[arg(
+        long,
+        env = "DROVER_QUEUE_LEASE",
+        default_value = "60s",
+        value_parser = crate::run::parse_duration,
+        global = true
+    )]
+    pub queue_lease: std::time::Duration,
 }
 
 impl QueueArgs {
@@ -102,6 +113,7 @@ impl QueueArgs {
         Ok(Some(JetStreamConfig {
             auth,
             tls,
+            lease: self.queue_lease,
             ..JetStreamConfig::new(url.clone())
         }))
     }
@@ -177,28 +189,39 @@ fn parse_kind(s: &str) -> Result<JobKind, String> {
 pub fn run(queue: &QueueArgs, action: Option<JobsAction>, output: Output) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async {
-        if let Some(config) = queue.jetstream()? {
+        if queue.nats_url.is_none() && !queue.queue_file.exists() {
+            bail!(
+                "no queue: {} does not exist (give --nats-url for JetStream, or --queue-file)",
+                queue.queue_file.display()
+            );
+        }
+        act(&queue.open().await?, action, output).await
+    })
+}
+
+impl QueueArgs {
+    /// Connects to JetStream (with `--nats-url`) or opens the embedded file.
+    pub async fn open(&self) -> Result<AnyQueue> {
+        if let Some(config) = self.jetstream()? {
             let q = JetStreamQueue::connect(config)
                 .await
                 .context("connecting to the JetStream queue")?;
-            act(&q, action, output).await
+            Ok(AnyQueue::JetStream(q))
         } else {
-            let path = &queue.queue_file;
-            if !path.exists() {
-                bail!(
-                    "no queue: {} does not exist (give --nats-url for JetStream, or --queue-file)",
-                    path.display()
-                );
-            }
-            let q = EmbeddedQueue::open(path, EmbeddedConfig::default()).with_context(|| {
+            let path = &self.queue_file;
+            let config = EmbeddedConfig {
+                lease: self.queue_lease,
+                ..EmbeddedConfig::default()
+            };
+            let q = EmbeddedQueue::open(path, config).with_context(|| {
                 format!(
                     "opening {} (a running drover holds it open; stop it, or use JetStream)",
                     path.display()
                 )
             })?;
-            act(&q, action, output).await
+            Ok(AnyQueue::Embedded(q))
         }
-    })
+    }
 }
 
 async fn act<Q: JobQueue>(q: &Q, action: Option<JobsAction>, output: Output) -> Result<()> {

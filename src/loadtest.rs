@@ -27,3 +27,39 @@ pub fn queue(
     .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
     crate::emit_report(&out, report)
 }
+
+/// `drover loadtest pipeline`.
+#[allow(clippy::too_many_arguments)] // one per flag
+pub fn pipeline(
+    objects: usize,
+    workers: Vec<usize>,
+    handler: &str,
+    echo_delay: std::time::Duration,
+    concurrency: usize,
+    rate: Option<f64>,
+    timeout: std::time::Duration,
+    report: Option<PathBuf>,
+) -> Result<()> {
+    use drover_loadtest::pipeline::{PipelineOptions, StandIn};
+    let stand_in = match handler {
+        "noop" => StandIn::Noop,
+        "echo" => StandIn::Echo(echo_delay),
+        other => anyhow::bail!("--handler {other:?}: expected \"noop\" or \"echo\""),
+    };
+    if workers.is_empty() || workers.contains(&0) {
+        anyhow::bail!("--workers: give one or more positive counts, e.g. 2 or 1,2,4");
+    }
+    let opts = PipelineOptions {
+        objects,
+        workers,
+        stand_in,
+        concurrency: concurrency.max(1),
+        rate,
+        timeout,
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let out = rt
+        .block_on(drover_loadtest::pipeline::run(&opts))
+        .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
+    crate::emit_report(&out, report)
+}

@@ -11,6 +11,7 @@ use drover_shared::manifests::{self, SchemaRegistry};
 
 mod jobs;
 mod loadtest;
+mod run;
 mod sim;
 
 /// k0smotron-compatible Cluster API providers: a thin watcher, a durable job
@@ -56,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<jobs::JobsAction>,
     },
+    /// The watcher: turns object changes into queue jobs, until SIGTERM.
+    Watcher(run::WatcherArgs),
+    /// A worker: claims jobs of its pools' kinds and runs their handlers,
+    /// until SIGTERM (in-flight jobs finish or are released).
+    Worker(run::WorkerArgs),
     /// Load tests; each prints a JSON report.
     Loadtest {
         #[command(subcommand)]
@@ -110,6 +116,35 @@ enum LoadtestAction {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// The whole pipeline as real processes: kube-sim, nats-server, one
+    /// watcher and W workers; N objects created and handled.
+    Pipeline {
+        /// Objects (K0sWorkerConfigs) per round.
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        /// Worker processes; a list runs one round each and reports the
+        /// speedup (`--workers 1,2,4`).
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        workers: Vec<usize>,
+        /// Stand-in handler: `noop`, or `echo` (waits `--echo-delay`).
+        #[arg(long, default_value = "noop")]
+        handler: String,
+        /// Echo's wait per job.
+        #[arg(long, default_value = "200ms", value_parser = run::parse_duration)]
+        echo_delay: std::time::Duration,
+        /// Jobs each worker runs at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Objects created per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Give up on a round after this long.
+        #[arg(long, default_value = "10m", value_parser = run::parse_duration)]
+        timeout: std::time::Duration,
+        /// Also write the JSON report here, and an SVG chart beside it.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,6 +190,30 @@ fn main() -> ExitCode {
                     report,
                 },
         } => loadtest::queue(&backend, jobs, concurrency, batch, nats_url, report),
+        Command::Loadtest {
+            action:
+                LoadtestAction::Pipeline {
+                    objects,
+                    workers,
+                    handler,
+                    echo_delay,
+                    concurrency,
+                    rate,
+                    timeout,
+                    report,
+                },
+        } => loadtest::pipeline(
+            objects,
+            workers,
+            &handler,
+            echo_delay,
+            concurrency,
+            rate,
+            timeout,
+            report,
+        ),
+        Command::Watcher(args) => run::watcher(args),
+        Command::Worker(args) => run::worker(args),
         Command::Sim {
             action:
                 Some(SimAction::Bench {

@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 /// The set of readiness checks of one process. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Health {
-    checks: Arc<Mutex<Vec<(String, Arc<AtomicBool>)>>>,
+    checks: Arc<Mutex<Vec<NamedCheck>>>,
 }
+
+/// A check's name and its flag.
+type NamedCheck = (String, Arc<AtomicBool>);
 
 /// One readiness check; starts not ready.
 #[derive(Clone)]
