@@ -123,3 +123,110 @@ async fn publish_until_taken<Q: JobQueue>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use drover_queue::QueueError;
+    use drover_queue::model::{
+        Claim, DeadLetter, Finished, JobSelector, Outcome, PurgeScope, QueueStats,
+    };
+    use drover_shared::jobs::{Cause, Change, JobKind, ObjectRef};
+
+    use super::*;
+
+    /// A queue whose first `failures` publishes fail.
+    struct FlakyQueue {
+        failures: AtomicUsize,
+        taken: Mutex<Vec<String>>,
+    }
+
+    impl JobQueue for FlakyQueue {
+        async fn publish(&self, job: &Job) -> Result<Published, QueueError> {
+            if self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(QueueError::Closed);
+            }
+            self.taken.lock().unwrap().push(job.object.name.clone());
+            Ok(Published::Queued)
+        }
+        async fn claim(&self, _: JobKind, _: usize, _: Duration) -> Result<Vec<Claim>, QueueError> {
+            Err(QueueError::Closed)
+        }
+        async fn renew(&self, _: &Claim) -> Result<(), QueueError> {
+            Err(QueueError::Closed)
+        }
+        async fn finish(&self, _: Claim, _: Outcome) -> Result<Finished, QueueError> {
+            Err(QueueError::Closed)
+        }
+        async fn stats(&self) -> Result<QueueStats, QueueError> {
+            Err(QueueError::Closed)
+        }
+        async fn depth(&self) -> Result<std::collections::BTreeMap<String, u64>, QueueError> {
+            Err(QueueError::Closed)
+        }
+        async fn dead_letters(&self, _: &JobSelector) -> Result<Vec<DeadLetter>, QueueError> {
+            Err(QueueError::Closed)
+        }
+        async fn replay(&self, _: &JobSelector) -> Result<usize, QueueError> {
+            Err(QueueError::Closed)
+        }
+        async fn purge(&self, _: PurgeScope) -> Result<usize, QueueError> {
+            Err(QueueError::Closed)
+        }
+    }
+
+    fn job(name: &str) -> Job {
+        Job {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: JobKind::Bootstrap,
+            object: ObjectRef {
+                api_version: "v1".into(),
+                kind: "K0sWorkerConfig".into(),
+                namespace: Some("default".into()),
+                name: name.into(),
+                uid: name.into(),
+            },
+            cluster: None,
+            cause: Cause {
+                change: Change::Added,
+                generation: None,
+                resource_version: "1".into(),
+                via: None,
+            },
+            attempt: 0,
+            trace: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_publishes_are_retried_and_a_full_pipeline_waits() {
+        let queue = Arc::new(FlakyQueue {
+            failures: AtomicUsize::new(3),
+            taken: Mutex::new(Vec::new()),
+        });
+        let metrics = WatcherMetrics::default();
+        let health = drover_telemetry::Health::new();
+        let check = health.check("queue");
+        let publisher = Publisher::new(
+            queue.clone(),
+            1,
+            metrics.clone(),
+            check.clone(),
+            CancellationToken::new(),
+        );
+        publisher.publish(job("a")).await;
+        // One slot: the second publish waits until "a" got through its failures.
+        publisher.publish(job("b")).await;
+        assert_eq!(*queue.taken.lock().unwrap(), ["a"]);
+        assert_eq!(metrics.publish_errors.get(), 3);
+        publisher.finish().await;
+        assert_eq!(*queue.taken.lock().unwrap(), ["a", "b"]);
+        assert!(check.is_ready());
+    }
+}
