@@ -161,10 +161,10 @@ async fn start(service: &str, args: &ProcessArgs) -> Result<Process> {
             .context("no kubeconfig (give --kubeconfig)")?,
     };
     let client = kube::Client::try_from(config).context("building the kube client")?;
+    // The watcher and the workers register their own readiness checks
+    // (the queue's among them) in it.
     let health = Health::new();
-    let queue_ready = health.check("queue");
     let queue = Arc::new(args.queue.open().await?);
-    queue_ready.set_ready(true);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     Ok(Process {

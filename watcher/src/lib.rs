@@ -33,12 +33,13 @@
 //! # Running two replicas
 //!
 //! Replicas run active-active, without leader election: every job has a
-//! deterministic dedupe id ([`Job::dedupe_id`]: uid, change and
-//! resourceVersion, plus the `via` object's uid for related jobs), so the
-//! queue drops the second replica's copy of the same change. Jobs are hints
-//! and coalesce per object, so a copy that slips through (for example one
-//! replica lists an object as `Added` while the other sees it `Modified`)
-//! costs one extra handler run, not a wrong result.
+//! deterministic dedupe id ([`Job::dedupe_id`]) that names the object's
+//! state (`<job kind>/<uid>@<resourceVersion>`, plus the `via` object's uid
+//! for related jobs), not the event. So the queue drops the second
+//! replica's copy whether that replica saw the state in its initial list
+//! (`Added`), as a change (`Modified`) or in a resync. A copy that slips
+//! through (outside the queue's dedupe window) costs one extra handler run,
+//! not a wrong result: jobs are hints and workers re-read the object.
 //!
 //! Two publishes for one object may be in flight at once and land out of
 //! order; that is harmless for the same reason: workers re-read the object.

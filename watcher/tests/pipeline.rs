@@ -828,3 +828,97 @@ async fn resyncs_cover_every_object_except_paused_ones() {
     );
     h.stop().await;
 }
+
+/// Two watcher replicas on one queue (active-active, no leader election):
+/// every object state becomes one job, and the second replica's copies are
+/// recognised as duplicates.
+#[tokio::test]
+async fn two_replicas_publish_each_change_once() {
+    let (_sim, _handle, client) = sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(
+        EmbeddedQueue::open(&dir.path().join("q.redb"), EmbeddedConfig::default()).unwrap(),
+    );
+    let shutdown = CancellationToken::new();
+    let replicas: Vec<(WatcherMetrics, Health)> = (0..2)
+        .map(|_| {
+            let metrics = WatcherMetrics::register(&mut Registry::default());
+            let health = Health::new();
+            tokio::spawn(drover_watcher::run(
+                client.clone(),
+                queue.clone(),
+                WatcherConfig {
+                    resync: None,
+                    ..WatcherConfig::default()
+                },
+                metrics.clone(),
+                health.clone(),
+                shutdown.clone(),
+            ));
+            (metrics, health)
+        })
+        .collect();
+    for (_, health) in &replicas {
+        assert!(
+            poll(|| async { health.ready().is_ok() }).await,
+            "replica ready: {:?}",
+            health.ready()
+        );
+    }
+    const N: usize = 20;
+    for i in 0..N {
+        create(
+            &client,
+            ObjKind::K0sWorkerConfig,
+            "default",
+            worker_config(&format!("r{i}"), "c", json!({})),
+        )
+        .await;
+    }
+    let bootstrap = [("job_kind", "bootstrap")];
+    let count = |m: &WatcherMetrics| {
+        (
+            m.published.get_or_create(&bootstrap).get()
+                + m.coalesced.get_or_create(&bootstrap).get(),
+            m.deduped.get_or_create(&bootstrap).get(),
+        )
+    };
+    // Both replicas have published every creation: each publish landed or
+    // was recognised, so nothing more can arrive after this.
+    assert!(
+        poll(|| async {
+            let (a, b) = (count(&replicas[0].0), count(&replicas[1].0));
+            a.0 + a.1 == N as u64 && b.0 + b.1 == N as u64
+        })
+        .await,
+        "each replica publishes each change: {:?} {:?}",
+        count(&replicas[0].0),
+        count(&replicas[1].0)
+    );
+    let (a, b) = (count(&replicas[0].0), count(&replicas[1].0));
+    assert_eq!(
+        a.1 + b.1,
+        N as u64,
+        "one copy of each change is a duplicate"
+    );
+    let mut jobs = Vec::new();
+    loop {
+        let claims = queue
+            .claim(JobKind::Bootstrap, 100, Duration::from_millis(300))
+            .await
+            .unwrap();
+        if claims.is_empty() {
+            break;
+        }
+        for c in claims {
+            jobs.push(c.job.object.name.clone());
+            queue.finish(c, Outcome::Done).await.unwrap();
+        }
+    }
+    jobs.sort();
+    let mut unique = jobs.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), N, "every object has a job: {jobs:?}");
+    assert_eq!(jobs.len(), N, "and only one: {jobs:?}");
+    shutdown.cancel();
+}
