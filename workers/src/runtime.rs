@@ -265,6 +265,8 @@ fn job_span(claim: &Claim) -> tracing::Span {
         job.kind = %job.kind,
         job.object = %format_args!("{}/{}", job.object.kind, job.object_key()),
         job.attempt = job.attempt,
+        // The watcher's trace, so log lines join the trace even without OTLP.
+        trace_id = job.trace.as_ref().and_then(drover_telemetry::trace::trace_id),
     );
     drover_telemetry::trace::set_parent(&span, job.trace.as_ref());
     span
