@@ -120,7 +120,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn round(opts: &PipelineOptions, workers: usize) -> Result<Value, PipelineError> {
     let dir = tempfile::tempdir().map_err(setup("temporary folder"))?;
     let result = round_in(dir.path(), opts, workers).await;
-    if result.is_err() {
+    if result.is_err() || std::env::var_os("DROVER_LOADTEST_KEEP").is_some() {
         // Keep the processes' output for a post-mortem.
         let kept = dir.keep();
         eprintln!("pipeline: the round's files are kept in {}", kept.display());
@@ -295,8 +295,9 @@ async fn round_in(
                     "spec": {}
                 }))
                 .expect("object");
-                started.lock().expect("lock").insert(name.clone(), Instant::now());
-                api.create(&PostParams::default(), &obj).await.map(|_| ())
+                let t = Instant::now();
+                started.lock().expect("lock").insert(name.clone(), t);
+                api.create(&PostParams::default(), &obj).await.map(|_| (t, t.elapsed()))
             }
         })
         .buffer_unordered(64);
@@ -311,6 +312,8 @@ async fn round_in(
     let mut sampler = tokio::time::interval(Duration::from_millis(500));
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut created = 0usize;
+    // The slowest create call in each second: the API server's share of latency.
+    let mut create_by_second: Vec<f64> = Vec::new();
     loop {
         let handled = done.lock().expect("lock").len();
         if created == opts.objects && handled >= opts.objects {
@@ -319,7 +322,14 @@ async fn round_in(
         tokio::select! {
             r = creates.next(), if created < opts.objects => {
                 match r {
-                    Some(Ok(())) => created += 1,
+                    Some(Ok((at, took))) => {
+                        created += 1;
+                        let sec = at.saturating_duration_since(t0).as_secs() as usize;
+                        if create_by_second.len() <= sec {
+                            create_by_second.resize(sec + 1, 0.0);
+                        }
+                        create_by_second[sec] = f64::max(create_by_second[sec], (took.as_secs_f64() * 1000.0).round());
+                    }
                     Some(Err(e)) => return Err(e.into()),
                     None => {}
                 }
@@ -345,17 +355,30 @@ async fn round_in(
         }
     }
 
-    // Metrics before stopping: jobs done and published.
+    // Metrics before stopping: jobs done and published, where time went.
     let mut jobs_done = 0.0;
     let mut jobs_published = 0.0;
+    let (mut claim_sum, mut claim_n, mut handler_sum, mut handler_n) = (0.0, 0.0, 0.0, 0.0);
     for (name, addr) in &endpoints {
         let text = procs::http_get(addr, "/metrics").await.unwrap_or_default();
         if name.starts_with("worker") {
             jobs_done += procs::counter_sum(&text, "drover_worker_outcomes");
+            claim_sum += procs::counter_sum(&text, "drover_worker_claim_wait_seconds_sum");
+            claim_n += procs::counter_sum(&text, "drover_worker_claim_wait_seconds_count");
+            handler_sum += procs::counter_sum(&text, "drover_worker_handler_duration_seconds_sum");
+            handler_n += procs::counter_sum(&text, "drover_worker_handler_duration_seconds_count");
         } else {
-            jobs_published += procs::counter_sum(&text, "drover_watcher_jobs_published");
+            jobs_published += procs::counter_sum(&text, "drover_watcher_jobs_published")
+                + procs::counter_sum(&text, "drover_watcher_jobs_coalesced");
         }
     }
+    let mean_ms = |sum: f64, n: f64| {
+        if n > 0.0 {
+            round2(sum / n * 1000.0)
+        } else {
+            0.0
+        }
+    };
 
     let started = started.lock().expect("lock").clone();
     let done = done.lock().expect("lock").clone();
@@ -368,6 +391,18 @@ async fn round_in(
         })
         .collect();
     lat.sort_by(f64::total_cmp);
+    // The slowest object created in each second of the run: shows stalls.
+    let mut by_second: Vec<f64> = Vec::new();
+    for (n, s) in &started {
+        if let Some(d) = done.get(n) {
+            let sec = s.saturating_duration_since(first).as_secs() as usize;
+            if by_second.len() <= sec {
+                by_second.resize(sec + 1, 0.0);
+            }
+            let ms = d.saturating_duration_since(*s).as_secs_f64() * 1000.0;
+            by_second[sec] = by_second[sec].max(ms.round());
+        }
+    }
     let converge_s = last_done.saturating_duration_since(first).as_secs_f64();
     let create_s = started
         .values()
@@ -421,6 +456,10 @@ async fn round_in(
         "p95_ms": round2(percentile(&lat, 0.95)),
         "p99_ms": round2(percentile(&lat, 0.99)),
         "max_ms": round2(lat.last().copied().unwrap_or(0.0)),
+        "latency_max_ms_by_creation_second": by_second,
+        "create_call_max_ms_by_second": create_by_second,
+        "worker_claim_wait_mean_ms": mean_ms(claim_sum, claim_n),
+        "worker_handler_mean_ms": mean_ms(handler_sum, handler_n),
         "watcher_rss_mib": round2(watcher_rss),
         "worker_rss_mib": round2(worker_rss),
         "processes": processes,

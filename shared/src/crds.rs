@@ -83,6 +83,65 @@ pub fn capi_crds() -> Vec<CustomResourceDefinition> {
     crds
 }
 
+/// Where a kind is served: what a client needs to address it, without
+/// generating its schema (which [`all_crds`] does, and which takes about a
+/// second for the whole set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedKind {
+    /// `group/version`.
+    pub api_version: String,
+    /// Kind.
+    pub kind: String,
+    /// API group.
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Plural resource name.
+    pub plural: String,
+    /// Namespaced (or cluster-scoped).
+    pub namespaced: bool,
+}
+
+fn served<K>() -> ServedKind
+where
+    K: kube::Resource<DynamicType = ()>,
+    K::Scope: 'static,
+{
+    ServedKind {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        group: K::group(&()).into_owned(),
+        version: K::version(&()).into_owned(),
+        plural: K::plural(&()).into_owned(),
+        namespaced: std::any::TypeId::of::<K::Scope>()
+            == std::any::TypeId::of::<k8s_openapi::NamespaceResourceScope>(),
+    }
+}
+
+/// Every kind of [`all_crds`], cheaply (no schemas).
+pub fn served_kinds() -> Vec<ServedKind> {
+    vec![
+        served::<bootstrap::K0sWorkerConfig>(),
+        served::<bootstrap::K0sWorkerConfigTemplate>(),
+        served::<bootstrap::K0sControllerConfig>(),
+        served::<controlplane::K0sControlPlane>(),
+        served::<controlplane::K0sControlPlaneTemplate>(),
+        served::<controlplane::K0smotronControlPlane>(),
+        served::<controlplane::K0smotronControlPlaneTemplate>(),
+        served::<infrastructure::RemoteCluster>(),
+        served::<infrastructure::RemoteClusterTemplate>(),
+        served::<infrastructure::RemoteMachine>(),
+        served::<infrastructure::RemoteMachineTemplate>(),
+        served::<infrastructure::PooledRemoteMachine>(),
+        served::<k0smotron::Cluster>(),
+        served::<k0smotron::JoinTokenRequest>(),
+        served::<capi::Cluster>(),
+        served::<capi::Machine>(),
+        served::<capi::MachineSet>(),
+        served::<capi::MachineDeployment>(),
+    ]
+}
+
 /// Both sets, tagged.
 pub fn all_crds() -> Vec<(CrdSet, CustomResourceDefinition)> {
     drover_crds()
@@ -277,5 +336,35 @@ fn finish_drover_crd(crd: &mut CustomResourceDefinition) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_kinds_are_exactly_the_crds() {
+        let mut from_crds: Vec<ServedKind> = all_crds()
+            .into_iter()
+            .flat_map(|(_, crd)| {
+                let s = crd.spec;
+                s.versions
+                    .iter()
+                    .map(|v| ServedKind {
+                        api_version: format!("{}/{}", s.group, v.name),
+                        kind: s.names.kind.clone(),
+                        group: s.group.clone(),
+                        version: v.name.clone(),
+                        plural: s.names.plural.clone(),
+                        namespaced: s.scope == "Namespaced",
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut cheap = served_kinds();
+        from_crds.sort_by(|a, b| a.api_version.cmp(&b.api_version).then(a.kind.cmp(&b.kind)));
+        cheap.sort_by(|a, b| a.api_version.cmp(&b.api_version).then(a.kind.cmp(&b.kind)));
+        assert_eq!(cheap, from_crds);
     }
 }

@@ -83,21 +83,18 @@ impl Context {
     }
 }
 
-/// (apiVersion, kind) → (resource, namespaced), from every CRD drover knows.
+/// (apiVersion, kind) → (resource, namespaced), for every kind drover
+/// knows. From the typed kinds, not the generated CRDs: generating every
+/// schema takes about a second, which stalled the first jobs.
 static RESOURCES: LazyLock<HashMap<(String, String), (ApiResource, bool)>> = LazyLock::new(|| {
-    let mut out = HashMap::new();
-    for (_, crd) in drover_shared::crds::all_crds() {
-        let spec = &crd.spec;
-        for v in &spec.versions {
-            let gvk = GroupVersionKind::gvk(&spec.group, &v.name, &spec.names.kind);
-            let ar = ApiResource::from_gvk_with_plural(&gvk, &spec.names.plural);
-            out.insert(
-                (ar.api_version.clone(), spec.names.kind.clone()),
-                (ar, spec.scope == "Namespaced"),
-            );
-        }
-    }
-    out
+    drover_shared::crds::served_kinds()
+        .into_iter()
+        .map(|k| {
+            let gvk = GroupVersionKind::gvk(&k.group, &k.version, &k.kind);
+            let ar = ApiResource::from_gvk_with_plural(&gvk, &k.plural);
+            ((k.api_version, k.kind), (ar, k.namespaced))
+        })
+        .collect()
 });
 
 /// The resource of `object`'s apiVersion and kind.
