@@ -1,0 +1,1 @@
+//! drover-render (being built).
