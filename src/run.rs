@@ -113,7 +113,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("unknown unit {unit:?} in {s:?} (ms, s, m or h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration out of range: {s:?}"))
 }
 
 fn parse_pool(s: &str) -> Result<(JobKind, usize), String> {
@@ -210,6 +210,15 @@ async fn serve_telemetry(
 
 /// Runs `drover watcher` until SIGTERM or Ctrl-C.
 pub fn watcher(args: WatcherArgs) -> Result<()> {
+    // A resync of an unchanged object inside the queue's dedupe window is
+    // recognised as a duplicate and does nothing.
+    let window = drover_queue::embedded::EmbeddedConfig::default().dedupe_window;
+    if !args.resync.is_zero() && args.resync <= window {
+        bail!(
+            "--resync {:?} must be longer than the queue's dedupe window ({window:?}), or 0 to turn resyncs off",
+            args.resync
+        );
+    }
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async {
         let p = start("drover-watcher", &args.process).await?;
@@ -303,6 +312,11 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("99999999999999999999999")
+                .unwrap_err()
+                .contains("out of range")
+        );
         assert_eq!(parse_pool("bootstrap=8"), Ok((JobKind::Bootstrap, 8)));
         assert!(parse_pool("bootstrap=0").unwrap_err().contains("positive"));
         assert!(

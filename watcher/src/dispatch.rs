@@ -43,6 +43,8 @@ use crate::summary::{Interner, Key, Summary};
 
 /// How many backlog jobs are published per turn of the loop.
 const BACKLOG_CHUNK: usize = 16;
+/// How often interned strings of deleted objects are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// What a watch task hands the dispatcher.
 #[derive(Debug)]
@@ -110,10 +112,14 @@ impl<Q: JobQueue> Dispatcher<Q> {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        // Strings of deleted objects are forgotten now and then, resyncs or not.
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Not biased: events, resyncs and the backlog take turns.
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = prune.tick() => self.interner.prune(),
                 input = inputs.recv() => match input {
                     Some(input) => self.handle(input).await,
                     None => break,
@@ -273,8 +279,6 @@ impl<Q: JobQueue> Dispatcher<Q> {
             self.backlog
                 .extend(keys.into_iter().map(|key| (key, Change::Resync)));
         }
-        // A good moment to forget strings of deleted objects.
-        self.interner.prune();
     }
 
     async fn drain_backlog(&mut self, max: usize) {

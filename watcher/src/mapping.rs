@@ -270,7 +270,12 @@ pub fn plan(
     };
     let flag = |s: Option<&Summary>, f: Flags| s.is_some_and(|s| s.flags.has(f));
     match key.kind {
-        ObjKind::Machine | ObjKind::PooledRemoteMachine | ObjKind::CapiCluster if changed => {
+        ObjKind::Machine
+        | ObjKind::PooledRemoteMachine
+        | ObjKind::CapiCluster
+        | ObjKind::K0smotronCluster
+            if changed =>
+        {
             let targets = old.into_iter().chain(new).flat_map(|s| s.notifies.iter());
             for target in targets {
                 out.related(target, false);
@@ -289,6 +294,16 @@ pub fn plan(
             let endpoint_moved = matches!((old, new), (Some(o), Some(n)) if o.related != n.related);
             if initialized || endpoint_moved {
                 for m in members.iter().filter(|m| m.kind.is_bootstrap()) {
+                    if waiting(index, m) {
+                        out.related(m, false);
+                    }
+                }
+            }
+            // RemoteMachines wait for their cluster's infrastructure.
+            let provisioned = !flag(old, Flags::INFRASTRUCTURE_PROVISIONED)
+                && flag(new, Flags::INFRASTRUCTURE_PROVISIONED);
+            if provisioned {
+                for m in members.iter().filter(|m| m.kind == ObjKind::RemoteMachine) {
                     if waiting(index, m) {
                         out.related(m, false);
                     }
@@ -479,6 +494,26 @@ mod tests {
     }
 
     #[test]
+    fn our_kinds_rows_name_what_the_crds_serve() {
+        // Jobs carry the row's apiVersion; workers resolve it against the
+        // served kinds, so a stale row would dead-letter every job.
+        let served = drover_shared::crds::served_kinds();
+        for k in ObjKind::ALL {
+            if matches!(k, ObjKind::Secret | ObjKind::ConfigMap) {
+                continue;
+            }
+            assert!(
+                served.iter().any(|s| s.api_version == k.api_version()
+                    && s.kind == k.name()
+                    && s.group == k.group()),
+                "{} {} is not served",
+                k.api_version(),
+                k.name()
+            );
+        }
+    }
+
+    #[test]
     fn every_kind_has_its_row_in_order() {
         for (i, k) in ObjKind::ALL.iter().enumerate() {
             assert_eq!(*k as usize, i);
@@ -552,7 +587,8 @@ mod tests {
             "RemoteMachine/m1 Related",
         ];
         assert_eq!(w.apply(&machine), all);
-        // A Machine's watched status (addresses) counts; conditions do not.
+        // A Machine's watched status (addresses) counts; conditions other
+        // than Ready, Available and UpToDate do not.
         let mut addressed = with_rv(machine.clone(), "2");
         addressed.status = Some(
             serde_json::from_value(
@@ -563,7 +599,7 @@ mod tests {
         assert_eq!(w.apply(&addressed), all);
         let mut conditioned = with_rv(addressed.clone(), "3");
         conditioned.status.as_mut().unwrap().conditions = serde_json::from_value(json!([{
-            "type": "UpToDate", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z", "reason": "R", "message": ""}])).unwrap();
+            "type": "HealthCheckSucceeded", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z", "reason": "R", "message": ""}])).unwrap();
         assert_eq!(w.apply(&conditioned), Vec::<String>::new());
         assert_eq!(w.delete(&conditioned), all);
     }
@@ -623,6 +659,100 @@ mod tests {
         assert!(
             w.apply(&moved)
                 .contains(&"K0sWorkerConfig/waiting Related".to_string())
+        );
+    }
+
+    #[test]
+    fn infrastructure_provisioned_wakes_waiting_remote_machines() {
+        let mut w = World::default();
+        w.apply(&capi_cluster("c1", json!({}), false));
+        for (name, provisioned) in [("waiting", false), ("done", true)] {
+            w.apply(&obj::<RemoteMachine>(
+                json!({"metadata": cluster_meta(name, "c1"), "spec": {},
+                "status": {"initialization": {"provisioned": provisioned}}}),
+            ));
+        }
+        let provisioned = with_rv(
+            capi_cluster(
+                "c1",
+                json!({"initialization": {"infrastructureProvisioned": true}}),
+                false,
+            ),
+            "2",
+        );
+        let jobs = w.apply(&provisioned);
+        assert!(
+            jobs.contains(&"RemoteMachine/waiting Related".to_string()),
+            "{jobs:?}"
+        );
+        assert!(
+            !jobs.contains(&"RemoteMachine/done Related".to_string()),
+            "{jobs:?}"
+        );
+        // Already provisioned: a later change wakes no RemoteMachine.
+        let again = with_rv(provisioned, "3");
+        assert!(
+            w.apply(&again)
+                .iter()
+                .all(|j| !j.starts_with("RemoteMachine/"))
+        );
+    }
+
+    #[test]
+    fn a_hosted_cluster_tells_its_control_plane_about_address_and_replicas() {
+        let mut w = World::default();
+        let kcp_owner = json!([{"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2",
+            "kind": "K0smotronControlPlane", "name": "kcp", "uid": "uid-kcp"}]);
+        let kmc = |rv: &str, address: &str, ready: i32| -> drover_shared::api::k0smotron::Cluster {
+            obj(
+                json!({"metadata": {"name": "c1", "resourceVersion": rv, "ownerReferences": kcp_owner},
+                "spec": {"externalAddress": address},
+                "status": {"replicas": 1, "readyReplicas": ready}}),
+            )
+        };
+        w.apply(&obj::<K0smotronControlPlane>(
+            json!({"metadata": {"name": "kcp"}, "spec": {}}),
+        ));
+        w.apply(&kmc("1", "", 0));
+        // The address appears (a status-like write by the hosted handler).
+        assert_eq!(
+            w.apply(&kmc("2", "10.0.0.9", 0)),
+            ["K0smotronControlPlane/kcp Related"]
+        );
+        assert_eq!(
+            w.apply(&kmc("3", "10.0.0.9", 1)),
+            ["K0smotronControlPlane/kcp Related"]
+        );
+        // The same state again is no news.
+        assert!(w.apply(&kmc("4", "10.0.0.9", 1)).is_empty());
+    }
+
+    #[test]
+    fn machine_condition_transitions_reach_the_control_plane_but_rewrites_do_not() {
+        let mut w = World::default();
+        w.apply(&obj::<K0sControlPlane>(
+            json!({"metadata": cluster_meta("cp", "c1"), "spec": {
+            "k0sConfigSpec": {}, "machineTemplate": {"infrastructureRef": {"name": "t"}}}}),
+        ));
+        let machine = |rv: &str, available: &str, at: &str| -> capi::Machine {
+            obj(json!({"metadata": {"name": "m1", "resourceVersion": rv,
+                "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
+                "ownerReferences": [{"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2",
+                    "kind": "K0sControlPlane", "name": "cp", "uid": "uid-cp", "controller": true}]},
+                "spec": {"clusterName": "c1", "bootstrap": {},
+                    "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "Other", "name": "x"}},
+                "status": {"conditions": [{"type": "Available", "status": available,
+                    "lastTransitionTime": at, "reason": "R", "message": at}]}}))
+        };
+        w.apply(&machine("1", "False", "2024-01-01T00:00:00Z"));
+        assert_eq!(
+            w.apply(&machine("2", "True", "2024-01-01T00:01:00Z")),
+            ["K0sControlPlane/cp Related"]
+        );
+        // Same state, new time and message: nothing.
+        assert!(
+            w.apply(&machine("3", "True", "2024-01-01T00:02:00Z"))
+                .is_empty()
         );
     }
 

@@ -58,8 +58,17 @@ impl<Q: JobQueue> Publisher<Q> {
     /// Starts publishing `job` once a slot is free; returns when it has one.
     /// The publish runs in the current span.
     pub(crate) async fn publish(&self, job: Job) {
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return; // never closed
+        // After shutdown no new publish starts: during a queue outage each
+        // would wait out its own grace period, and a fan-out (a Secret used
+        // by thousands of objects) would hold the process past its
+        // termination grace. The next start's sweep publishes them anyway.
+        let slot = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return,
+            slot = self.slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return, // never closed
+            },
         };
         let queue = self.queue.clone();
         let metrics = self.metrics.clone();

@@ -396,8 +396,40 @@ impl Summarize for k0smotron::Cluster {
         let mut uses = Uses::new(&key.ns, interner);
         uses.hosted(&self.spec);
         summary.uses = uses.finish();
+        // A K0smotronControlPlane waits for its hosted cluster's external
+        // address and ready replicas (k0smotron watches the Clusters it
+        // owns, any owner reference): those changes notify it.
+        let status = self.status.as_ref();
+        summary.related = hash_json(&(
+            &self.spec.external_address,
+            status.map(|s| (s.replicas, s.ready_replicas, s.updated_replicas)),
+            status.map(|s| condition_states(&s.conditions)),
+        ));
+        let owners: Vec<Key> = self
+            .metadata
+            .owner_references
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|o| {
+                o.kind == ObjKind::K0smotronControlPlane.name()
+                    && owners::group_of(&o.api_version) == ObjKind::K0smotronControlPlane.group()
+            })
+            .map(|o| ref_key(ObjKind::K0smotronControlPlane, &key.ns, &o.name, interner))
+            .collect();
+        summary.notifies = owners.into_boxed_slice();
         Some((key, summary))
     }
+}
+
+/// Each condition's type and status, without times, reasons or messages:
+/// a transition is news to the objects that wait on it, a rewrite of the
+/// same state is not.
+fn condition_states(conditions: &[drover_shared::api::common::Condition]) -> Vec<(&str, String)> {
+    conditions
+        .iter()
+        .map(|c| (c.r#type.as_str(), format!("{:?}", c.status)))
+        .collect()
 }
 
 impl Summarize for JoinTokenRequest {
@@ -514,14 +546,22 @@ impl Summarize for capi::Machine {
         if !spec.cluster_name.is_empty() {
             summary.cluster = Some(interner.intern(&spec.cluster_name));
         }
-        // Conditions are left out: the control-plane handler writes some of
-        // them, and its writes must not come back to it as jobs.
+        // Of the conditions, only the states of those CAPI core computes and
+        // K0sControlPlane scaling reads (Ready, Available, UpToDate); their
+        // times and messages are left out, so rewrites are not news.
         let status = self.status.as_ref();
+        let gating: Vec<_> = status
+            .map(|s| condition_states(&s.conditions))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(t, _)| matches!(*t, "Ready" | "Available" | "UpToDate"))
+            .collect();
         summary.related = hash_json(&(
             &spec.bootstrap.data_secret_name,
             &spec.provider_id,
             &spec.version,
             status.map(|s| (&s.initialization, &s.node_ref, &s.addresses, &s.phase)),
+            gating,
         ));
         let mut notifies = Vec::new();
         if let Some(r) = &spec.bootstrap.config_ref

@@ -87,6 +87,9 @@ impl HandlerError {
         match self {
             Self::BadInput { .. } => false,
             Self::Kube(kube::Error::Api(status)) => !matches!(status.code, 400 | 422),
+            // An object the API server sent that does not decode as its
+            // kind: running again reads the same bytes.
+            Self::Kube(kube::Error::SerdeError(_)) => false,
             Self::Conflict(_) | Self::Kube(_) | Self::ChildCluster { .. } | Self::Panicked(_) => {
                 true
             }

@@ -71,6 +71,14 @@ mod tests {
     }
 
     #[test]
+    fn an_object_that_does_not_decode_is_not_retried() {
+        let bad = serde_json::from_str::<u8>("\"x\"").unwrap_err();
+        let e = HandlerError::from(kube::Error::SerdeError(bad));
+        assert!(!e.is_retryable());
+        assert!(matches!(to_queue(&Err(e)), Outcome::DeadLetter(_)));
+    }
+
+    #[test]
     fn a_conflict_is_a_retry() {
         let e = HandlerError::from(api_error(409));
         assert!(matches!(e, HandlerError::Conflict(_)), "{e:?}");

@@ -355,18 +355,28 @@ async fn run_job<Q: JobQueue, C: Send + Sync + 'static>(
     }
 }
 
-/// Renews `claim` every `every`; returns only when the lease is lost.
+/// Renews `claim` every `every`; returns only when the lease is lost. A
+/// failed renewal is tried again after a quarter of the period, not a whole
+/// one: two slow retries in a row could let the lease run out while the
+/// handler still works, and another worker would then claim the object.
 async fn keep_renewed<Q: JobQueue>(queue: &Q, claim: &Claim, every: Duration) {
+    let mut wait = every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(wait).await;
         match queue
             .renew(claim)
             .instrument(tracing::debug_span!("renew_lease"))
             .await
         {
-            Ok(()) => tracing::trace!("lease renewed"),
+            Ok(()) => {
+                tracing::trace!("lease renewed");
+                wait = every;
+            }
             Err(QueueError::LeaseLost(_)) => return,
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed; trying again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed; trying again soon");
+                wait = (every / 4).max(Duration::from_millis(50));
+            }
         }
     }
 }
