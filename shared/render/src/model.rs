@@ -195,11 +195,14 @@ fn merge_extra_args(
         kubelet.push(format!("--hostname-override={machine_name}"));
     }
     for arg in args {
-        if arg.starts_with("--kubelet-extra-args") {
-            let value = arg
-                .split_once('=')
-                .or_else(|| arg.split_once(' '))
-                .map(|(_, after)| after.trim_matches(|c| c == '"' || c == '\''));
+        if let Some(rest) = arg.strip_prefix("--kubelet-extra-args") {
+            // k0smotron cuts at the first `=` anywhere, so
+            // `--kubelet-extra-args '--node-ip=1.2.3.4'` loses `--node-ip=`;
+            // drover cuts right after the flag name (same result otherwise).
+            let value = rest
+                .strip_prefix('=')
+                .or_else(|| rest.strip_prefix(' '))
+                .map(|after| after.trim_matches(|c| c == '"' || c == '\''));
             kubelet.push(value.unwrap_or(arg).to_string());
         } else {
             out.push(arg.clone());
