@@ -538,7 +538,12 @@ impl Store {
                 "too old resource version: {rv} ({oldest_known})"
             )));
         }
-        Ok(self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+        // The history is in resourceVersion order: find the start by
+        // bisection. A scan would hold the cluster's lock for the whole
+        // history (hundreds of thousands of events in load tests) each time
+        // a lagging watch catches up.
+        let start = self.history.partition_point(|e| e.rv <= rv);
+        Ok(self.history.range(start..).cloned().collect())
     }
 
     /// The oldest resourceVersion a watch can still resume from.
