@@ -13,6 +13,7 @@
 //!   [`sim::http`], [`sim::discovery`], [`sim::tls`], [`sim::kubeconfig`],
 //!   [`sim::server`] (many clusters per process, one port each) and
 //!   [`sim::faults`].
+//! - [`capi`]: the simulated CAPI core, for end-to-end tests, `drover up` and load tests.
 //! - [`bench`](mod@bench): `drover sim bench`.
 //! - [`queue`]: `drover loadtest queue`.
 //! - [`pipeline`]: `drover loadtest pipeline`, the whole pipeline as real
@@ -21,6 +22,7 @@
 //! - [`chart`]: SVG bar charts beside JSON reports.
 
 pub mod bench;
+pub mod capi;
 pub mod chart;
 pub mod pipeline;
 pub mod procs;
