@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use drover_queue::Outcome;
+use drover_shared::jobs::{Change, Job};
 
 use crate::HandlerError;
 
@@ -28,6 +29,18 @@ pub fn to_queue(result: &HandlerResult) -> Outcome {
         Ok(Handled::RunAfter(d)) => Outcome::RunAfter(*d),
         Err(e) if e.is_retryable() => Outcome::Retry(e.to_string()),
         Err(e) => Outcome::DeadLetter(e.to_string()),
+    }
+}
+
+/// The queue outcome of `job`'s result. As [`to_queue`], except that a
+/// periodic resync that meets bad input is done, not dead-lettered again:
+/// the change that made the object bad already has its dead letter, and the
+/// handler's condition and Event say what is wrong. Otherwise every bad
+/// object would add a dead letter each resync period, without end.
+pub fn for_job(job: &Job, result: &HandlerResult) -> Outcome {
+    match (job.cause.change, to_queue(result)) {
+        (Change::Resync, Outcome::DeadLetter(_)) => Outcome::Done,
+        (_, outcome) => outcome,
     }
 }
 
@@ -76,6 +89,26 @@ mod tests {
         let e = HandlerError::from(kube::Error::SerdeError(bad));
         assert!(!e.is_retryable());
         assert!(matches!(to_queue(&Err(e)), Outcome::DeadLetter(_)));
+    }
+
+    #[test]
+    fn a_resync_meeting_bad_input_adds_no_dead_letter_but_still_retries() {
+        let job = |change| -> Job {
+            serde_json::from_value(serde_json::json!({
+                "id": "j", "kind": "bootstrap",
+                "object": {"apiVersion": "v1", "kind": "K0sWorkerConfig", "namespace": "d", "name": "n", "uid": "u"},
+                "cause": {"change": change, "resourceVersion": "1"}
+            }))
+            .unwrap()
+        };
+        let bad: HandlerResult = Err(HandlerError::bad_input("spec.x", "no"));
+        assert_eq!(for_job(&job("Resync"), &bad), Outcome::Done);
+        assert!(matches!(
+            for_job(&job("Modified"), &bad),
+            Outcome::DeadLetter(_)
+        ));
+        let flaky: HandlerResult = Err(HandlerError::from(api_error(503)));
+        assert!(matches!(for_job(&job("Resync"), &flaky), Outcome::Retry(_)));
     }
 
     #[test]

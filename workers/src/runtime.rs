@@ -327,12 +327,15 @@ async fn run_job<Q: JobQueue, C: Send + Sync + 'static>(
             shared
                 .metrics
                 .handler_ran(kind, started.elapsed().as_secs_f64());
-            let outcome = outcome::to_queue(&result);
+            let outcome = outcome::for_job(&claim.job, &result);
             match &result {
                 Ok(Handled::Done) => tracing::debug!("job done"),
                 Ok(Handled::RunAfter(d)) => tracing::debug!(after = ?d, "job runs again later"),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "job failed; it will be retried")
+                }
+                Err(e) if outcome == Outcome::Done => {
+                    tracing::warn!(error = %e, "resync met bad input; its earlier dead letter stands")
                 }
                 Err(e) => tracing::error!(error = %e, "job failed for good"),
             }
