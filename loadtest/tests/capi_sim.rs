@@ -622,3 +622,65 @@ async fn endpoint_and_infrastructure_from_referenced_objects() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn control_plane_reporting_initialized_counts_without_marking() {
+    let env = Env::start(CapiSimConfig {
+        mark_control_plane_initialized: false,
+        ..CapiSimConfig::default()
+    })
+    .await;
+    let clusters = env.capi("Cluster", "clusters");
+    let cps = env.api(
+        "controlplane.cluster.x-k8s.io",
+        "v1beta2",
+        "K0smotronControlPlane",
+        "k0smotroncontrolplanes",
+    );
+    env.create(
+        &cps,
+        json!({
+            "apiVersion": "controlplane.cluster.x-k8s.io/v1beta2",
+            "kind": "K0smotronControlPlane",
+            "metadata": {"name": "cp", "namespace": NS, "labels": {"cluster.x-k8s.io/cluster-name": "c3"}},
+            "spec": {}
+        }),
+    )
+    .await;
+    let mut c3 = cluster("c3", json!({}));
+    c3["spec"]["controlPlaneRef"] = json!({
+        "apiGroup": "controlplane.cluster.x-k8s.io", "kind": "K0smotronControlPlane", "name": "cp"
+    });
+    env.create(&clusters, c3).await;
+    let c = eventually("cluster reconciled", || async {
+        let c = clusters.get("c3").await.unwrap();
+        condition(&c, "ControlPlaneInitialized")
+            .is_some()
+            .then_some(c)
+    })
+    .await;
+    assert_eq!(
+        condition(&c, "ControlPlaneInitialized").unwrap()["status"],
+        "False"
+    );
+    assert_eq!(at(&c, "/status/phase"), Some(&json!("Provisioning")));
+
+    cps.patch_status(
+        "cp",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"initialization": {"controlPlaneInitialized": true}}})),
+    )
+    .await
+    .unwrap();
+    let c = eventually("initialized as the control plane reports", || async {
+        let c = clusters.get("c3").await.unwrap();
+        (at(&c, "/status/initialization/controlPlaneInitialized") == Some(&json!(true)))
+            .then_some(c)
+    })
+    .await;
+    assert_eq!(
+        condition(&c, "ControlPlaneInitialized").unwrap()["status"],
+        "True"
+    );
+    env.stop().await;
+}

@@ -372,13 +372,25 @@ async fn machine_deployment(ctx: &Ctx, key: &Key) -> Result<Requeue, CapiSimErro
 }
 
 /// Whether `have` already holds every field of `want` (what a merge patch
-/// of `want` would leave unchanged).
+/// of `want` would leave unchanged). A missing field counts as holding
+/// `null` and empty objects, which servers may prune, so that a pruned
+/// field never makes the same patch go out on every reconcile.
 fn contains(have: &Value, want: &Value) -> bool {
     match (have, want) {
-        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| {
-            h.get(k).is_some_and(|hv| contains(hv, wv)) || (wv.is_null() && !h.contains_key(k))
+        (Value::Object(h), Value::Object(w)) => w.iter().all(|(k, wv)| match h.get(k) {
+            Some(hv) => contains(hv, wv),
+            None => is_empty(wv),
         }),
         _ => have == want,
+    }
+}
+
+/// `null`, or an object with nothing but empty values.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(is_empty),
+        _ => false,
     }
 }
 
@@ -1036,6 +1048,11 @@ mod tests {
         assert!(contains(&have, &json!({"b": {"c": 2}})));
         assert!(!contains(&have, &json!({"b": {"c": 3}})));
         assert!(contains(&have, &json!({"x": null})));
+        assert!(
+            contains(&have, &json!({"x": {"y": {}}})),
+            "pruned empty objects"
+        );
+        assert!(!contains(&have, &json!({"x": {"y": 1}})));
         assert!(!contains(&have, &json!({"a": null})));
     }
 
