@@ -39,6 +39,19 @@ pub struct CapiCertificates {
     pub etcd_ca: Option<KeyPairPem>,
 }
 
+/// The HAProxy certificates a worker of an ingress-mode K0smotronControlPlane
+/// needs: `<cluster>-ca` `tls.crt` and `<cluster>-ingress-haproxy`
+/// `tls.crt`/`tls.key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressCerts {
+    /// The cluster CA certificate.
+    pub ca_crt: String,
+    /// The HAProxy server certificate.
+    pub server_crt: String,
+    /// The HAProxy server key.
+    pub server_key: String,
+}
+
 /// Which node the data is for, with what only that kind of node needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -134,6 +147,8 @@ pub struct BootstrapInput {
     pub custom_user_data: Option<String>,
     /// `spec.provisioner`.
     pub provisioner: Provisioner,
+    /// Ingress-mode HAProxy certificates (workers only; ignored for controllers).
+    pub ingress: Option<IngressCerts>,
     /// The `CloudInitVars` feature gate: with custom user data, cloud-config
     /// output becomes Jinja variables the user data must reference.
     pub cloud_init_vars: bool,
@@ -163,6 +178,7 @@ impl BootstrapInput {
             k0s_config: None,
             custom_user_data: None,
             provisioner: Provisioner::default(),
+            ingress: None,
             cloud_init_vars: false,
         }
     }

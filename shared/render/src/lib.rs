@@ -51,7 +51,8 @@ use drover_shared::api::bootstrap::ProvisionerType;
 
 pub use error::{RenderError, Result};
 pub use input::{
-    BootstrapInput, CapiCertificates, KeyPairPem, Provisioner, Role, UserFile, resolve_user_files,
+    BootstrapInput, CapiCertificates, IngressCerts, KeyPairPem, Provisioner, Role, UserFile,
+    resolve_user_files,
 };
 pub use model::{NodeFile, ProvisionData, build, download_commands, normalize_k0s_version};
 pub use token::{

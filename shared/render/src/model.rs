@@ -2,7 +2,8 @@
 //!
 //! [`build`] lays them out in exactly k0smotron's order:
 //!
-//! * worker: token file (0600), user files; pre commands, download, install,
+//! * worker: token file (0600), user files, ingress HAProxy certificates;
+//!   pre commands, download, ingress `server.pem` assembly, install,
 //!   start (`k0sworker` through systemd, OpenRC or SysV), post commands,
 //!   sentinel.
 //! * controller: k0s config (`k0s.yaml`, JSON, 0644), then the CAPI
@@ -22,6 +23,10 @@ pub const DEFAULT_DOWNLOAD_URL: &str = "https://get.k0s.sh";
 
 /// The node label carrying the Machine name.
 pub const MACHINE_NAME_LABEL: &str = "k0smotron.io/machine-name";
+
+const INGRESS_CA_PATH: &str = "/etc/haproxy/certs/ca.crt";
+const INGRESS_CRT_PATH: &str = "/etc/haproxy/certs/server.crt";
+const INGRESS_KEY_PATH: &str = "/etc/haproxy/certs/server.key";
 
 /// Where CAPI's certificates go on controllers.
 pub const PKI_DIR: &str = "/var/lib/k0s/pki";
@@ -296,9 +301,7 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
     let k0s = input.k0s_path();
     let mut install = String::with_capacity(256);
     let is_worker = input.role.is_worker();
-    let args: Vec<String>;
-
-    if is_worker {
+    let args: Vec<String> = if is_worker {
         // Worker: token, user files.
         if let Role::Worker { join_token } = &input.role {
             files.push(NodeFile {
@@ -311,12 +314,12 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
         install.push_str(&k0s);
         install.push_str(" install worker --token-file ");
         install.push_str(&input.join_token_path());
-        args = merge_extra_args(
+        merge_extra_args(
             &input.args,
             &input.machine_name,
             true,
             input.use_system_hostname,
-        );
+        )
     } else {
         let mut install_args = input.args.clone();
         if let Some(cfg) = &input.k0s_config {
@@ -364,8 +367,8 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
             merged.push("--token-file".into());
             merged.push(input.join_token_path());
         }
-        args = merged;
-    }
+        merged
+    };
     for a in &args {
         install.push(' ');
         install.push_str(a);
@@ -380,6 +383,24 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
         };
         parse_mode(&file)?;
         files.push(file);
+    }
+
+    let ingress = input.ingress.as_ref().filter(|_| is_worker);
+    if let Some(certs) = ingress {
+        // k0smotron leaves these permissions empty (cloud-init's 0644, the
+        // key included); drover writes the key 0600.
+        for (path, content, permissions) in [
+            (INGRESS_CA_PATH, &certs.ca_crt, "0644"),
+            (INGRESS_CRT_PATH, &certs.server_crt, "0644"),
+            (INGRESS_KEY_PATH, &certs.server_key, "0600"),
+        ] {
+            files.push(NodeFile {
+                path: path.into(),
+                content: content.clone(),
+                permissions: permissions.into(),
+                spec_index: None,
+            });
+        }
     }
 
     let download = download_commands(
@@ -399,6 +420,14 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
     );
     commands.extend(input.pre_k0s_commands.iter().cloned());
     commands.extend(download.iter().cloned());
+    if ingress.is_some() {
+        commands.push("mkdir -p /etc/haproxy/certs".into());
+        commands.push(format!(
+            "cat {INGRESS_CRT_PATH} {INGRESS_KEY_PATH} > /etc/haproxy/certs/server.pem"
+        ));
+        // As k0smotron: the HAProxy container must read it.
+        commands.push("chmod 666 /etc/haproxy/certs/server.pem".into());
+    }
     commands.push(install.clone());
     commands.push(start.clone());
     commands.extend(input.post_k0s_commands.iter().cloned());

@@ -156,3 +156,16 @@ fn worker_powershell_xml() {
     i.provisioner.format = ProvisionerType::PowershellXml;
     golden("worker_powershell_xml", &i);
 }
+
+#[test]
+fn worker_ingress() {
+    let mut i = common::worker();
+    i.ingress = Some(drover_render::IngressCerts {
+        ca_crt: common::CA_CRT.into(),
+        server_crt: "-----BEGIN CERTIFICATE-----\nhaproxy-server\n-----END CERTIFICATE-----\n"
+            .into(),
+        server_key: "-----BEGIN EC PRIVATE KEY-----\nhaproxy-key\n-----END EC PRIVATE KEY-----\n"
+            .into(),
+    });
+    golden("worker_ingress", &i);
+}
