@@ -67,6 +67,14 @@ pub enum RenderError {
         /// What went wrong.
         reason: String,
     },
+    /// A controller's `spec.version` is not a `vMAJOR.MINOR.PATCH` version.
+    #[error("{field}: '{version}' is not a k0s version such as v1.33.1+k0s.0")]
+    InvalidVersion {
+        /// Always `spec.version`.
+        field: &'static str,
+        /// The value found.
+        version: String,
+    },
     /// A platform drover does not render yet (Windows workers).
     #[error("{field}: platform '{platform}' is not supported by drover yet")]
     UnsupportedPlatform {

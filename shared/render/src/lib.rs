@@ -19,6 +19,8 @@
 //!   `spec.provisioner.type`, each faithful to k0smotron's layout (YAML with
 //!   yaml.v3's scalar styles through the private `yaml` module, Ignition JSON
 //!   with Go's escaping through the private `json` module).
+//! * [`leave`]: the etcd-leave-on-shutdown helpers controllers get for k0s
+//!   older than v1.31.6.
 //! * [`token`]: bootstrap tokens from random bytes, the token Secret's data,
 //!   k0s join tokens (kubeconfig → gzip → base64) and their decoder.
 //! * [`error`]: [`RenderError`], each variant naming the spec field at fault.
@@ -42,6 +44,7 @@ pub mod error;
 pub mod ignition;
 pub mod input;
 mod json;
+pub mod leave;
 pub mod model;
 pub mod powershell;
 pub mod token;

@@ -8,7 +8,9 @@
 //!   sentinel.
 //! * controller: k0s config (`k0s.yaml`, JSON, 0644), then the CAPI
 //!   certificates (init node) or the token file (joining node), user files;
-//!   pre commands, download, install, `k0s start`, post commands, sentinel.
+//!   the etcd-leave helpers for k0s < v1.31.6; pre commands, download, the
+//!   leave service registration (< v1.31.6), install, `k0s start`, post
+//!   commands, sentinel.
 
 use crate::error::{RenderError, Result};
 use crate::input::{BootstrapInput, CapiCertificates, KeyPairPem, Role};
@@ -385,6 +387,18 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
         files.push(file);
     }
 
+    let leave = !is_worker
+        && !input.version.is_empty()
+        && crate::leave::needs_leave_helpers(&input.version).ok_or_else(|| {
+            RenderError::InvalidVersion {
+                field: "spec.version",
+                version: input.version.clone(),
+            }
+        })?;
+    if leave {
+        files.extend(crate::leave::files(&input.working_dir, &k0s));
+    }
+
     let ingress = input.ingress.as_ref().filter(|_| is_worker);
     if let Some(certs) = ingress {
         // k0smotron leaves these permissions empty (cloud-init's 0644, the
@@ -427,6 +441,9 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
         ));
         // As k0smotron: the HAProxy container must read it.
         commands.push("chmod 666 /etc/haproxy/certs/server.pem".into());
+    }
+    if leave {
+        commands.extend(crate::leave::commands(&input.working_dir));
     }
     commands.push(install.clone());
     commands.push(start.clone());

@@ -169,3 +169,11 @@ fn worker_ingress() {
     });
     golden("worker_ingress", &i);
 }
+
+#[test]
+fn controller_init_k0s_1_31_5() {
+    let mut i = common::controller_init();
+    i.version = drover_render::normalize_k0s_version("v1.31.5");
+    i.working_dir = "/var/lib/drover".into();
+    golden("controller_init_k0s_1_31_5", &i);
+}
