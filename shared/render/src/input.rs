@@ -147,6 +147,8 @@ pub struct BootstrapInput {
     pub custom_user_data: Option<String>,
     /// `spec.provisioner`.
     pub provisioner: Provisioner,
+    /// FRP tunneling (controllers with `spec.tunneling.enabled`; ignored for workers).
+    pub tunnel: Option<crate::tunnel::Tunnel>,
     /// Ingress-mode HAProxy certificates (workers only; ignored for controllers).
     pub ingress: Option<IngressCerts>,
     /// The `CloudInitVars` feature gate: with custom user data, cloud-config
@@ -178,6 +180,7 @@ impl BootstrapInput {
             k0s_config: None,
             custom_user_data: None,
             provisioner: Provisioner::default(),
+            tunnel: None,
             ingress: None,
             cloud_init_vars: false,
         }

@@ -21,6 +21,7 @@
 //!   with Go's escaping through the private `json` module).
 //! * [`leave`]: the etcd-leave-on-shutdown helpers controllers get for k0s
 //!   older than v1.31.6.
+//! * [`tunnel`]: the FRP tunneling manifest of controllers behind NAT.
 //! * [`token`]: bootstrap tokens from random bytes, the token Secret's data,
 //!   k0s join tokens (kubeconfig → gzip → base64) and their decoder.
 //! * [`error`]: [`RenderError`], each variant naming the spec field at fault.
@@ -48,6 +49,7 @@ pub mod leave;
 pub mod model;
 pub mod powershell;
 pub mod token;
+pub mod tunnel;
 mod yaml;
 
 use drover_shared::api::bootstrap::ProvisionerType;

@@ -7,7 +7,8 @@
 //!   start (`k0sworker` through systemd, OpenRC or SysV), post commands,
 //!   sentinel.
 //! * controller: k0s config (`k0s.yaml`, JSON, 0644), then the CAPI
-//!   certificates (init node) or the token file (joining node), user files;
+//!   certificates (init node) or the token file (joining node), the FRP
+//!   tunneling manifest, user files,
 //!   the etcd-leave helpers for k0s < v1.31.6; pre commands, download, the
 //!   leave service registration (< v1.31.6), install, `k0s start`, post
 //!   commands, sentinel.
@@ -353,6 +354,9 @@ pub fn build(input: &BootstrapInput) -> Result<ProvisionData> {
                 spec_index: None,
             }),
             Role::Worker { .. } => unreachable!("handled above"),
+        }
+        if let Some(t) = &input.tunnel {
+            files.push(crate::tunnel::file(t));
         }
         install.push_str(&k0s);
         install.push_str(

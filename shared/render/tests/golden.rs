@@ -177,3 +177,17 @@ fn controller_init_k0s_1_31_5() {
     i.working_dir = "/var/lib/drover".into();
     golden("controller_init_k0s_1_31_5", &i);
 }
+
+#[test]
+fn controller_join_tunnel_proxy() {
+    let mut i = common::controller_join();
+    i.tunnel = Some(drover_render::tunnel::Tunnel {
+        server_address: "203.0.113.7".into(),
+        server_port: 31700,
+        token: "frp-token-value".into(),
+        local_ip: drover_render::tunnel::api_service_ip(&["10.96.0.0/12".into()]),
+        mode: drover_shared::api::bootstrap::TunnelingMode::Proxy,
+        endpoint_host: "cp.example.com".into(),
+    });
+    golden("controller_join_tunnel_proxy", &i);
+}
