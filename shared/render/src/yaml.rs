@@ -178,19 +178,21 @@ fn analyze(s: &str) -> Analysis {
     if s.starts_with("---") || s.starts_with("...") {
         block_indicators = true;
     }
-    let chars: Vec<char> = s.chars().collect();
-    let n = chars.len();
     let mut preceded_by_ws = true;
-    for i in 0..n {
-        let c = chars[i];
-        let followed_by_ws = i + 1 >= n || matches!(chars[i + 1], ' ' | '\t' | '\n');
-        if i == 0 {
+    let mut prev: Option<char> = None;
+    let mut iter = s.chars().peekable();
+    let mut first = true;
+    while let Some(c) = iter.next() {
+        let next = iter.peek().copied();
+        let followed_by_ws = matches!(next, None | Some(' ' | '\t' | '\n'));
+        if first {
             match c {
                 '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
                 | '%' | '@' | '`' => block_indicators = true,
                 '?' | ':' | '-' if followed_by_ws => block_indicators = true,
                 _ => {}
             }
+            first = false;
         } else {
             match c {
                 ':' if followed_by_ws => block_indicators = true,
@@ -205,19 +207,20 @@ fn analyze(s: &str) -> Analysis {
         }
         if c == '\n' {
             line_breaks = true;
-            if i > 0 && chars[i - 1] == ' ' {
+            if prev == Some(' ') {
                 space_break = true;
             }
-            if i + 1 < n && chars[i + 1] == ' ' {
+            if next == Some(' ') {
                 break_space = true;
             }
         }
         preceded_by_ws = matches!(c, ' ' | '\t' | '\n');
+        prev = Some(c);
     }
-    let leading_space = n > 0 && chars[0] == ' ';
-    let leading_break = n > 0 && chars[0] == '\n';
-    let trailing_space = n > 0 && chars[n - 1] == ' ';
-    let trailing_break = n > 0 && chars[n - 1] == '\n';
+    let leading_space = s.starts_with(' ');
+    let leading_break = s.starts_with('\n');
+    let trailing_space = s.ends_with(' ');
+    let trailing_break = s.ends_with('\n');
 
     let mut a = Analysis {
         block_plain: true,
