@@ -208,6 +208,22 @@ async fn serve_telemetry(
     Ok(srv)
 }
 
+/// Runs a process's main loop, then stops its telemetry endpoint.
+async fn run_then_stop<E>(
+    p: &Process,
+    srv: drover_telemetry::TelemetryServer,
+    main: impl std::future::Future<Output = Result<(), E>>,
+    what: &'static str,
+) -> Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let result = main.await;
+    p.shutdown.cancel();
+    let _ = srv.task.await;
+    result.context(what)
+}
+
 /// Runs `drover watcher` until SIGTERM or Ctrl-C.
 pub fn watcher(args: WatcherArgs) -> Result<()> {
     // A resync of an unchanged object inside the queue's dedupe window is
@@ -231,18 +247,15 @@ pub fn watcher(args: WatcherArgs) -> Result<()> {
             resync: (!args.resync.is_zero()).then_some(args.resync),
             max_publishes_in_flight: args.max_publishes_in_flight.max(1),
         };
-        let result = drover_watcher::run(
+        let main = drover_watcher::run(
             p.client.clone(),
             p.queue.clone(),
             config,
             metrics,
             p.health.clone(),
             p.shutdown.clone(),
-        )
-        .await;
-        p.shutdown.cancel();
-        let _ = srv.task.await;
-        result.context("watcher")
+        );
+        run_then_stop(&p, srv, main, "watcher").await
     })
 }
 
@@ -287,18 +300,15 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             shutdown_deadline: args.shutdown_deadline,
             lease_renew_every: args.lease_renew_every,
         };
-        let result = drover_workers::run(
+        let main = drover_workers::run(
             p.client.clone(),
             p.queue.clone(),
             config,
             metrics,
             p.health.clone(),
             p.shutdown.clone(),
-        )
-        .await;
-        p.shutdown.cancel();
-        let _ = srv.task.await;
-        result.context("worker")
+        );
+        run_then_stop(&p, srv, main, "worker").await
     })
 }
 
