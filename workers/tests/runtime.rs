@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use drover_queue::embedded::{EmbeddedConfig, EmbeddedQueue};
 use drover_queue::{JobQueue, JobSelector, RetryPolicy};
-use drover_shared::jobs::{Cause, Change, Job, JobKind, ObjectRef};
+use drover_shared::jobs::{Job, JobKind};
 use drover_telemetry::{Health, Registry};
 use drover_workers::runtime::{self, Pool, Settings};
 use drover_workers::{Handled, Handler, HandlerError, HandlerResult, WorkerMetrics};
@@ -22,31 +22,9 @@ const RETRY: RetryPolicy = RetryPolicy {
     max_delay: Duration::from_millis(40),
 };
 
+/// A job for object `name` (the queue's own test helper, at resourceVersion 1).
 fn job(kind: JobKind, name: &str) -> Job {
-    Job {
-        id: uuid_like(name),
-        kind,
-        object: ObjectRef {
-            api_version: "bootstrap.cluster.x-k8s.io/v1beta2".into(),
-            kind: "K0sWorkerConfig".into(),
-            namespace: Some("default".into()),
-            name: name.into(),
-            uid: format!("uid-{name}"),
-        },
-        cluster: Some("c1".into()),
-        cause: Cause {
-            change: Change::Added,
-            generation: Some(1),
-            resource_version: "1".into(),
-            via: None,
-        },
-        attempt: 0,
-        trace: None,
-    }
-}
-
-fn uuid_like(name: &str) -> String {
-    format!("job-{name}")
+    drover_queue::conformance::job(kind, name, 1)
 }
 
 /// What the test handler saw.
