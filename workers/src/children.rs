@@ -50,13 +50,31 @@ impl ChildClients {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A client for CAPI cluster `cluster` in `namespace`.
+    /// A client for CAPI cluster `cluster` in `namespace`; an error when its
+    /// kubeconfig Secret does not exist.
     pub async fn get(&self, namespace: &str, cluster: &str) -> Result<Client, HandlerError> {
+        self.get_opt(namespace, cluster).await?.ok_or_else(|| {
+            let name = secret_name(cluster);
+            HandlerError::ChildCluster {
+                namespace: namespace.to_owned(),
+                cluster: cluster.to_owned(),
+                message: format!("Secret {namespace}/{name} not found"),
+            }
+        })
+    }
+
+    /// A client for CAPI cluster `cluster` in `namespace`, or `None` when
+    /// its kubeconfig Secret does not exist (yet).
+    pub async fn get_opt(
+        &self,
+        namespace: &str,
+        cluster: &str,
+    ) -> Result<Option<Client>, HandlerError> {
         let key = (namespace.to_owned(), cluster.to_owned());
         let cached_version = {
             let entries = self.entries();
             match entries.get(&key) {
-                Some(c) if c.checked.elapsed() < self.ttl => return Ok(c.client.clone()),
+                Some(c) if c.checked.elapsed() < self.ttl => return Ok(Some(c.client.clone())),
                 Some(c) => Some(c.resource_version.clone()),
                 None => None,
             }
@@ -67,16 +85,19 @@ impl ChildClients {
             message,
         };
         let name = secret_name(cluster);
-        let secret = Api::<Secret>::namespaced(self.mgmt.clone(), namespace)
+        let Some(secret) = Api::<Secret>::namespaced(self.mgmt.clone(), namespace)
             .get_opt(&name)
             .await?
-            .ok_or_else(|| child_error(format!("Secret {namespace}/{name} not found")))?;
+        else {
+            self.forget(namespace, cluster);
+            return Ok(None);
+        };
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         if cached_version.as_deref() == Some(version.as_str()) {
             let mut entries = self.entries();
             if let Some(c) = entries.get_mut(&key) {
                 c.checked = Instant::now();
-                return Ok(c.client.clone());
+                return Ok(Some(c.client.clone()));
             }
         }
         let field = format!("Secret {namespace}/{name} .data.value");
@@ -103,7 +124,7 @@ impl ChildClients {
                 checked: Instant::now(),
             },
         );
-        Ok(client)
+        Ok(Some(client))
     }
 
     /// Drops the cached client of a cluster.

@@ -9,7 +9,7 @@ use drover_shared::jobs::JobKind;
 pub enum WorkerError {
     /// A pool names a kind that has no handler (and no stand-in is set).
     #[error(
-        "no handler serves job kind {kind}: real handlers come with the provider issues; serve it with a stand-in (noop or echo) or remove its pool"
+        "no handler serves job kind {kind} yet (drover has the bootstrap handler so far); serve it with a stand-in (noop or echo) or remove its pool"
     )]
     NoHandler {
         /// The kind.
@@ -36,6 +36,7 @@ pub enum WorkerError {
 /// | Variant | Retryable | Why |
 /// |---|---|---|
 /// | [`BadInput`](Self::BadInput) | no | the job or its object is unusable as it stands; retrying the same input cannot help, so it is dead-lettered with a message naming the field |
+/// | [`Unresolved`](Self::Unresolved) | yes, within the queue's attempts | a reference (a `contentFrom` Secret or key, custom user data) names nothing yet: it may be created shortly, so the job backs off and is dead-lettered with the same message when attempts run out |
 /// | [`Conflict`](Self::Conflict) | yes | a write with a resourceVersion precondition lost a race (HTTP 409): normal under optimistic concurrency; the next run re-reads |
 /// | [`Kube`](Self::Kube) | yes, except HTTP 400 and 422 | network errors, timeouts, 5xx, 401/403 (credentials rotate), 404 (caches lag) may pass; a request the server calls malformed or invalid will not |
 /// | [`ChildCluster`](Self::ChildCluster) | yes | the child's kubeconfig Secret may not exist yet, or its API may be starting |
@@ -49,6 +50,15 @@ pub enum HandlerError {
         /// The offending field.
         field: String,
         /// What is wrong with it.
+        message: String,
+    },
+    /// A reference in the object names nothing (yet): `field` is the
+    /// reference (`spec.files[2].contentFrom`).
+    #[error("unresolved {field}: {message}")]
+    Unresolved {
+        /// The reference.
+        field: String,
+        /// What is missing.
         message: String,
     },
     /// An optimistic-concurrency conflict (HTTP 409).
@@ -90,9 +100,11 @@ impl HandlerError {
             // An object the API server sent that does not decode as its
             // kind: running again reads the same bytes.
             Self::Kube(kube::Error::SerdeError(_)) => false,
-            Self::Conflict(_) | Self::Kube(_) | Self::ChildCluster { .. } | Self::Panicked(_) => {
-                true
-            }
+            Self::Unresolved { .. }
+            | Self::Conflict(_)
+            | Self::Kube(_)
+            | Self::ChildCluster { .. }
+            | Self::Panicked(_) => true,
         }
     }
 
