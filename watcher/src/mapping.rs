@@ -34,6 +34,7 @@
 //! | PooledRemoteMachine | becomes (or is added) unreserved | the pool's RemoteMachines in its namespace that are not provisioned |
 //! | Secret, ConfigMap | new resourceVersion; deleted | every object that reads it (`files[].contentFrom`, `customUserDataRef`, `sshKeyRef`, `remoteHostCluster.kubeconfigRef`, kine `dataSourceSecretName`, manifest and mount volumes) |
 //! | Secret `<cluster>-kubeconfig` | the same | the cluster's waiting bootstrap configs and JoinTokenRequests without a token |
+//! | Secret `<cluster>-ca`, `-sa`, `-proxy`, `-etcd`, `-ingress-haproxy`, `-frp-token` | the same | the cluster's waiting bootstrap configs |
 //!
 //! Related jobs carry [`Change::Related`] and the changed object as `via`.
 //!
@@ -345,11 +346,36 @@ pub fn plan(
                     }
                 }
             }
+            // The cluster CA and the other cluster certificates the
+            // bootstrap configs wait for (written by the control plane).
+            if key.kind == ObjKind::Secret
+                && let Some(cluster) = CLUSTER_CERT_SUFFIXES
+                    .iter()
+                    .find_map(|s| key.name.strip_suffix(s))
+            {
+                let cluster: crate::summary::Sym = cluster.into();
+                for m in index.in_cluster(&key.ns, &cluster) {
+                    if m.kind.is_bootstrap() && waiting(index, m) {
+                        out.related(m, false);
+                    }
+                }
+            }
         }
         _ => {}
     }
     out.planned
 }
+
+/// Secrets named `<cluster><suffix>` that bootstrap configs wait for: the
+/// CAPI cluster certificates, the ingress HAProxy pair, the FRP token.
+const CLUSTER_CERT_SUFFIXES: [&str; 6] = [
+    "-ca",
+    "-sa",
+    "-proxy",
+    "-etcd",
+    "-ingress-haproxy",
+    "-frp-token",
+];
 
 fn waiting(index: &Index, key: &Key) -> bool {
     index.get(key).is_some_and(|s| s.flags.has(Flags::WAITING))
@@ -841,6 +867,18 @@ mod tests {
                 "K0sWorkerConfig/waiting Related"
             ]
         );
+    }
+
+    #[test]
+    fn cluster_certificates_wake_waiting_bootstrap_configs() {
+        let mut w = World::default();
+        w.apply(&worker_config("waiting", "c1", false));
+        w.apply(&worker_config("ready", "c1", true));
+        w.apply(&worker_config("other", "c2", false));
+        let ca: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "c1-ca", "namespace": "default", "uid": "k", "resourceVersion": "3"}})).unwrap();
+        assert_eq!(w.apply(&ca), ["K0sWorkerConfig/waiting Related"]);
     }
 
     #[test]
