@@ -86,6 +86,10 @@ pub struct WorkerArgs {
     /// How often a running job renews its claim.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub lease_renew_every: Duration,
+    /// Lifetime of the bootstrap tokens minted in child clusters (kept
+    /// alive until the Machine has a Node; expired ones are deleted).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub bootstrap_token_ttl: Duration,
 }
 
 /// `--stand-in`.
@@ -282,6 +286,12 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             args.process.queue.queue_lease
         );
     }
+    if args.bootstrap_token_ttl < Duration::from_secs(60) {
+        bail!(
+            "--bootstrap-token-ttl ({:?}) must be at least 1m: nodes need time to boot",
+            args.bootstrap_token_ttl
+        );
+    }
     let stand_in = args.stand_in.map(|s| match s {
         StandInArg::Noop => drover_workers::StandIn::Noop,
         StandInArg::Echo => drover_workers::StandIn::Echo {
@@ -299,6 +309,9 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
             stand_in,
             shutdown_deadline: args.shutdown_deadline,
             lease_renew_every: args.lease_renew_every,
+            bootstrap: drover_workers::handlers::bootstrap::BootstrapSettings {
+                token_ttl: args.bootstrap_token_ttl,
+            },
         };
         let main = drover_workers::run(
             p.client.clone(),

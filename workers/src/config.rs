@@ -23,6 +23,8 @@ pub struct WorkerConfig {
     /// How often a running job's lease is renewed (a third of the queue's
     /// lease is a good value).
     pub lease_renew_every: Duration,
+    /// The bootstrap handler's settings (token lifetime).
+    pub bootstrap: crate::handlers::bootstrap::BootstrapSettings,
 }
 
 impl Default for WorkerConfig {
@@ -34,6 +36,7 @@ impl Default for WorkerConfig {
             stand_in: None,
             shutdown_deadline: Duration::from_secs(30),
             lease_renew_every: Duration::from_secs(20),
+            bootstrap: crate::handlers::bootstrap::BootstrapSettings::default(),
         }
     }
 }

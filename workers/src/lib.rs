@@ -10,7 +10,8 @@
 //!   run, maps outcomes to the queue, and drains on shutdown
 //!   (stop claiming, let jobs finish, release them at the deadline).
 //! - [`handler`]: the [`Handler`] trait, one implementation per job kind.
-//! - [`handlers`]: the handler modules (`noop` and `echo` stand-ins for now).
+//! - [`handlers`]: the handler modules: `bootstrap` (K0sWorkerConfig,
+//!   K0sControllerConfig) and the `noop` and `echo` stand-ins.
 //! - [`context`]: [`Context`], what production handlers share: the
 //!   management client, [`children`] (child cluster clients from their
 //!   kubeconfig Secrets), an Event recorder, the field manager `drover`.
@@ -70,7 +71,7 @@ pub async fn run<Q: JobQueue>(
         pools.push(runtime::Pool {
             kind: *kind,
             concurrency: pool.concurrency,
-            handler: handlers::for_kind(*kind, config.stand_in)?,
+            handler: handlers::for_kind(*kind, &config)?,
         });
     }
     let settings = runtime::Settings {

@@ -65,6 +65,7 @@ impl Worker {
             stand_in: Some(stand_in),
             shutdown_deadline: Duration::from_secs(5),
             lease_renew_every: Duration::from_secs(20),
+            ..WorkerConfig::default()
         };
         let task = tokio::spawn(drover_workers::run(
             client,

@@ -1,11 +1,14 @@
-//! One module per handler. Real provider handlers (bootstrap, control
-//! plane, infrastructure, join tokens) come with their issues; until then
-//! the stand-ins serve any kind the configuration names.
+//! One module per handler. The stand-ins serve any kind when the
+//! configuration asks for them; otherwise each kind has its real handler
+//! (control plane, infrastructure and join-token handlers come with their
+//! issues).
 //!
+//! - [`bootstrap`]: K0sWorkerConfig and K0sControllerConfig.
 //! - [`noop`]: re-reads the object and sets its `Handled` condition.
 //! - [`echo`]: the same after a delay (slow SSH stand-in).
 //! - [`handled`]: the level-triggered "mark handled" step both use.
 
+pub mod bootstrap;
 pub mod echo;
 pub mod handled;
 pub mod noop;
@@ -14,17 +17,18 @@ use std::sync::Arc;
 
 use drover_shared::jobs::JobKind;
 
-use crate::{Context, Handler, StandIn, WorkerError};
+use crate::{Context, Handler, StandIn, WorkerConfig, WorkerError};
 
 /// The handler serving `kind`: the stand-in when one is set, else the
-/// kind's real handler (none exist yet).
+/// kind's real handler.
 pub fn for_kind(
     kind: JobKind,
-    stand_in: Option<StandIn>,
+    config: &WorkerConfig,
 ) -> Result<Arc<dyn Handler<Context>>, WorkerError> {
-    match stand_in {
-        Some(StandIn::Noop) => Ok(Arc::new(noop::Noop)),
-        Some(StandIn::Echo { delay }) => Ok(Arc::new(echo::Echo { delay })),
-        None => Err(WorkerError::NoHandler { kind }),
+    match (config.stand_in, kind) {
+        (Some(StandIn::Noop), _) => Ok(Arc::new(noop::Noop)),
+        (Some(StandIn::Echo { delay }), _) => Ok(Arc::new(echo::Echo { delay })),
+        (None, JobKind::Bootstrap) => Ok(Arc::new(bootstrap::Bootstrap::new(config.bootstrap))),
+        (None, _) => Err(WorkerError::NoHandler { kind }),
     }
 }
