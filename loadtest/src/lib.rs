@@ -14,6 +14,11 @@
 //!   [`sim::server`] (many clusters per process, one port each) and
 //!   [`sim::faults`].
 //! - [`capi`]: the simulated CAPI core, for end-to-end tests, `drover up` and load tests.
+//! - [`children`]: a stand-in for the control-plane providers: a child
+//!   cluster, CA and kubeconfig Secret per CAPI Cluster.
+//! - [`stack`]: all of drover in one process on kube-sim (`drover up`,
+//!   `drover loadtest bootstrap`, the bootstrap end-to-end test), fleets
+//!   and manifests to feed it.
 //! - [`bench`](mod@bench): `drover sim bench`.
 //! - [`queue`]: `drover loadtest queue`.
 //! - [`pipeline`]: `drover loadtest pipeline`, the whole pipeline as real
@@ -24,7 +29,9 @@
 pub mod bench;
 pub mod capi;
 pub mod chart;
+pub mod children;
 pub mod pipeline;
 pub mod procs;
 pub mod queue;
 pub mod sim;
+pub mod stack;
