@@ -13,11 +13,17 @@ use kube::core::{ApiResource, GroupVersionKind};
 use super::CapiSimError;
 
 /// Group and kind to [`ApiResource`], cached; drover's own kinds need no
-/// request at all.
+/// request at all. A kind no CRD serves is remembered for [`MISS_TTL`]:
+/// listing every CRD (and their schemas) per reconcile of each Machine
+/// that names one cost most of the simulation's CPU.
 pub(crate) struct Kinds {
     client: kube::Client,
     cache: Mutex<HashMap<(String, String), ApiResource>>,
+    misses: Mutex<HashMap<(String, String), std::time::Instant>>,
 }
+
+/// How long "no CRD serves this kind" is believed.
+const MISS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Kinds {
     pub(crate) fn new(client: kube::Client) -> Self {
@@ -32,6 +38,7 @@ impl Kinds {
         Self {
             client,
             cache: Mutex::new(cache),
+            misses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -45,6 +52,15 @@ impl Kinds {
         if let Some(ar) = self.cache.lock().expect("kinds lock").get(&k) {
             return Ok(Some(ar.clone()));
         }
+        if self
+            .misses
+            .lock()
+            .expect("kinds lock")
+            .get(&k)
+            .is_some_and(|t| t.elapsed() < MISS_TTL)
+        {
+            return Ok(None);
+        }
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let list = crds.list(&ListParams::default()).await?;
         let Some(crd) = list
@@ -52,6 +68,10 @@ impl Kinds {
             .into_iter()
             .find(|c| c.spec.group == group && c.spec.names.kind == kind)
         else {
+            self.misses
+                .lock()
+                .expect("kinds lock")
+                .insert(k, std::time::Instant::now());
             return Ok(None);
         };
         let Some(version) = contract_version(&crd) else {
