@@ -26,7 +26,7 @@
 //! | Changed object | When | Jobs for |
 //! |---|---|---|
 //! | one of drover's kinds | added; fingerprint changed; deleted | itself: `Added`, `Modified`, `Deleted` |
-//! | Machine | added, changed (fingerprint, watched status, flags), deleted | its `bootstrap.configRef` (K0sWorkerConfig, K0sControllerConfig), `infrastructureRef` (RemoteMachine), controller owner (K0sControlPlane); old and new |
+//! | Machine | added, changed (fingerprint, watched status, flags), deleted | its `bootstrap.configRef` (K0sWorkerConfig, K0sControllerConfig) while that waits for its data, `infrastructureRef` (RemoteMachine), controller owner (K0sControlPlane); old and new |
 //! | CAPI Cluster | the same | its `infrastructureRef` (RemoteCluster), `controlPlaneRef` (K0sControlPlane, K0smotronControlPlane) |
 //! | CAPI Cluster | control plane becomes initialized; `controlPlaneEndpoint` changes | the cluster's bootstrap configs still waiting for their data Secret |
 //! | CAPI Cluster | `spec.paused` flips | every pause-honouring object of the cluster, paused or not (so each can set or clear its Paused condition) |
@@ -279,6 +279,18 @@ pub fn plan(
         {
             let targets = old.into_iter().chain(new).flat_map(|s| s.notifies.iter());
             for target in targets {
+                // A bootstrap config that has its data needs nothing from
+                // its Machine any more (generation is one-shot; the token
+                // keep-alive is scheduled): each Machine phase change would
+                // otherwise run it again.
+                if key.kind == ObjKind::Machine
+                    && target.kind.is_bootstrap()
+                    && index
+                        .get(target)
+                        .is_some_and(|s| !s.flags.has(Flags::WAITING))
+                {
+                    continue;
+                }
                 out.related(target, false);
             }
         }
@@ -628,6 +640,22 @@ mod tests {
             "type": "HealthCheckSucceeded", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z", "reason": "R", "message": ""}])).unwrap();
         assert_eq!(w.apply(&conditioned), Vec::<String>::new());
         assert_eq!(w.delete(&conditioned), all);
+    }
+
+    #[test]
+    fn a_machine_change_skips_a_config_that_has_its_data() {
+        let mut w = World::default();
+        w.apply(&worker_config("m1", "c1", true));
+        let machine: capi::Machine = obj(json!({"metadata": {"name": "m1"},
+            "spec": {"clusterName": "c1",
+                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "K0sWorkerConfig", "name": "m1"}},
+                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "RemoteMachine", "name": "m1"}}}));
+        assert_eq!(w.apply(&machine), Vec::<String>::new());
+        w.apply(&worker_config("m2", "c1", false));
+        let mut waiting = machine.clone();
+        waiting.metadata.name = Some("m2".into());
+        waiting.spec.bootstrap.config_ref.as_mut().unwrap().name = "m2".into();
+        assert_eq!(w.apply(&waiting), ["K0sWorkerConfig/m2 Related"]);
     }
 
     #[test]

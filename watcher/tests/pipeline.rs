@@ -404,14 +404,16 @@ async fn machines_and_cluster_initialization_wake_bootstrap_configs() {
         ]
     );
 
-    // A Machine naming a config: a related job for it, via the Machine.
+    // A Machine naming a config still waiting for its data: a related job
+    // for it, via the Machine. (A config that has its data hears nothing
+    // of its Machine: the mapping's unit tests.)
     create(c, ObjKind::Machine, "default", json!({"metadata": {"name": "m1"}, "spec": {
         "clusterName": "c1",
-        "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "K0sWorkerConfig", "name": "ready"}},
+        "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "K0sWorkerConfig", "name": "waiting"}},
         "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "RemoteMachine", "name": "m1"}
     }})).await;
     let jobs = h
-        .jobs_through(JobKind::Bootstrap, "ready", Change::Related)
+        .jobs_through(JobKind::Bootstrap, "waiting", Change::Related)
         .await;
     let via = jobs[0].cause.via.as_ref().expect("via");
     assert_eq!((via.kind.as_str(), via.name.as_str()), ("Machine", "m1"));
