@@ -319,8 +319,10 @@ impl Bootstrap {
                 .data_secret_name
                 .clone()
                 .unwrap_or_else(|| config.name.clone());
-            if secrets.get_metadata_opt(&name).await?.is_some() {
-                return self.keep_alive(ctx, api, config, &machine, &cluster).await;
+            if let Some(existing) = secrets.get_metadata_opt(&name).await? {
+                return self
+                    .keep_alive(ctx, api, config, &machine, &cluster, &existing.metadata)
+                    .await;
             }
             tracing::warn!(secret = %name, "the bootstrap data Secret is gone; generating it again");
         }
@@ -335,7 +337,7 @@ impl Bootstrap {
                     .await?
             }
         };
-        let (input, secret_metadata, minted) = match prepared {
+        let (input, secret_metadata, token_expiration) = match prepared {
             Ok(p) => p,
             Err(wait) => {
                 tracing::debug!(reason = wait.reason, message = %wait.message, "waiting");
@@ -359,6 +361,7 @@ impl Bootstrap {
             &cluster_name,
             &rendered,
             secret_metadata.as_ref(),
+            token_expiration.as_deref(),
         );
         secrets
             .patch(
@@ -402,7 +405,7 @@ impl Bootstrap {
             &config.object_ref(),
         )
         .await;
-        if minted {
+        if token_expiration.is_some() {
             self.clean_expired(ctx, ns, &cluster_name).await;
             if !has_node(&machine) {
                 return Ok(Handled::RunAfter(self.settings.token_ttl / 3));
@@ -412,7 +415,9 @@ impl Bootstrap {
     }
 
     /// Generated already: keep the token alive until the Machine has a
-    /// Node, and clear a stale `Paused=True`.
+    /// Node, and clear a stale `Paused=True`. The data Secret's
+    /// token-expiration annotation says when a refresh is due, so the child
+    /// cluster is asked only then.
     async fn keep_alive(
         &self,
         ctx: &Context,
@@ -420,6 +425,7 @@ impl Bootstrap {
         config: &Config,
         machine: &Machine,
         cluster: &Cluster,
+        secret: &ObjectMeta,
     ) -> HandlerResult {
         let paused = drover_shared::conditions::is_true(
             &config.status.conditions,
@@ -434,15 +440,38 @@ impl Bootstrap {
         if has_node(machine) {
             return Ok(Handled::Done);
         }
+        let ttl = self.settings.token_ttl;
+        let now = jiff::Timestamp::now();
+        let recorded = secret
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(plan::TOKEN_EXPIRATION_ANNOTATION))
+            .and_then(|e| plan::time_left(e, now));
+        if let Some(left) = recorded
+            && !plan::needs_refresh(left, ttl)
+        {
+            return Ok(Handled::RunAfter(plan::until_refresh(left, ttl)));
+        }
         let ns = &config.namespace;
         let cluster_name = cluster.metadata.name.as_deref().unwrap_or_default();
         let Some(child) = ctx.children.get_opt(ns, cluster_name).await? else {
             return Ok(Handled::Done);
         };
-        let ttl = self.settings.token_ttl;
-        match tokens::keep_alive(&child, &config.uid, ttl, jiff::Timestamp::now()).await {
-            Ok(true) => Ok(Handled::RunAfter(ttl / 3)),
-            Ok(false) => Ok(Handled::Done),
+        match tokens::keep_alive(&child, &config.uid, ttl, now).await {
+            Ok(Some(expiration)) => {
+                let patch = json!({"metadata": {"annotations": {
+                    plan::TOKEN_EXPIRATION_ANNOTATION: expiration}}});
+                Api::<Secret>::namespaced(ctx.client.clone(), ns)
+                    .patch(
+                        secret.name.as_deref().unwrap_or(&config.name),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                let left = plan::time_left(&expiration, now).unwrap_or(ttl);
+                Ok(Handled::RunAfter(plan::until_refresh(left, ttl)))
+            }
+            Ok(None) => Ok(Handled::Done),
             Err(e) => {
                 if let HandlerError::Kube(k) = &e {
                     ctx.children.note_error(ns, cluster_name, k);
@@ -464,7 +493,7 @@ impl Bootstrap {
     ) -> Prepared<(
         drover_render::BootstrapInput,
         Option<drover_shared::api::common::SecretMetadata>,
-        bool,
+        Option<String>,
     )> {
         if let Err(w) = plan::control_plane_gate(cluster, true) {
             return Ok(Err(w));
@@ -507,7 +536,7 @@ impl Bootstrap {
         let Some(child) = self.child(ctx, ns, &cluster_name).await? else {
             return Ok(Err(kubeconfig_wait(ns, &cluster_name)));
         };
-        let token = self
+        let (token, expiration) = self
             .token(ctx, &child, config, &cluster_name, TokenRole::Worker)
             .await?;
         let join_token = encode_join_token(&ca, &token.token(), &server, TokenRole::Worker);
@@ -523,7 +552,7 @@ impl Bootstrap {
             },
         );
         input.ingress = ingress_certs;
-        Ok(Ok((input, spec.secret_metadata.clone(), true)))
+        Ok(Ok((input, spec.secret_metadata.clone(), Some(expiration))))
     }
 
     /// K0sControllerConfig: the oldest control-plane Machine is the init
@@ -539,7 +568,7 @@ impl Bootstrap {
     ) -> Prepared<(
         drover_render::BootstrapInput,
         Option<drover_shared::api::common::SecretMetadata>,
-        bool,
+        Option<String>,
     )> {
         let k0s = &spec.k0s_config_spec;
         let version = if spec.version.is_empty() {
@@ -583,7 +612,7 @@ impl Bootstrap {
         )
         .await?;
         let init = plan::is_init_node(&machines, &machine_name).unwrap_or(true);
-        let (role, minted) = if init {
+        let (role, token_expiration) = if init {
             if ctx.children.get_opt(ns, &cluster_name).await?.is_none() {
                 return Ok(Err(kubeconfig_wait(ns, &cluster_name)));
             }
@@ -592,7 +621,7 @@ impl Bootstrap {
                     Ok(c) => c,
                     Err(w) => return Ok(Err(w)),
                 };
-            (Role::ControllerInit { certificates }, false)
+            (Role::ControllerInit { certificates }, None)
         } else {
             let ca = match resolve::ca_cert(&ctx.client, ns, &cluster_name).await? {
                 Ok(ca) => ca,
@@ -611,12 +640,12 @@ impl Bootstrap {
             let Some(child) = self.child(ctx, ns, &cluster_name).await? else {
                 return Ok(Err(kubeconfig_wait(ns, &cluster_name)));
             };
-            let token = self
+            let (token, expiration) = self
                 .token(ctx, &child, config, &cluster_name, TokenRole::Controller)
                 .await?;
             let server = format!("https://{address}:{}", plan::k0s_api_port(k0s));
             let join_token = encode_join_token(&ca, &token.token(), &server, TokenRole::Controller);
-            (Role::ControllerJoin { join_token }, true)
+            (Role::ControllerJoin { join_token }, Some(expiration))
         };
         let mut input = plan::controller_input(
             k0s,
@@ -669,7 +698,7 @@ impl Bootstrap {
             });
         }
         // k0smotron does not honour secretMetadata for controllers.
-        Ok(Ok((input, None, minted)))
+        Ok(Ok((input, None, token_expiration)))
     }
 
     /// The `spec.ingress` of the Cluster's control plane, when it is a
@@ -713,7 +742,7 @@ impl Bootstrap {
         config: &Config,
         cluster: &str,
         role: TokenRole,
-    ) -> Result<drover_render::BootstrapToken, HandlerError> {
+    ) -> Result<(drover_render::BootstrapToken, String), HandlerError> {
         let label = plan::config_label_value(&config.namespace, &config.name);
         let r = tokens::ensure(
             child,

@@ -47,6 +47,10 @@ pub const TOKEN_CONFIG_UID_LABEL: &str = "bootstrap.drover.dev/config-uid";
 /// Label naming the management-cluster config (`<namespace>.<name>`, when
 /// it fits in a label value).
 pub const TOKEN_CONFIG_LABEL: &str = "bootstrap.drover.dev/config";
+/// Annotation on the bootstrap data Secret: when the token in it expires
+/// (RFC 3339), so keeping the token alive needs the child cluster only
+/// when a refresh is due.
+pub const TOKEN_EXPIRATION_ANNOTATION: &str = "bootstrap.drover.dev/token-expiration";
 /// `app.kubernetes.io/managed-by`: which tokens drover may clean up.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Its value.
@@ -215,6 +219,13 @@ pub fn needs_refresh(left: Duration, ttl: Duration) -> bool {
     left < ttl.mul_f64(2.0 / 3.0)
 }
 
+/// How long until a token with `left` to live needs a refresh (at least a
+/// minute, so a clock skew cannot make a busy loop).
+pub fn until_refresh(left: Duration, ttl: Duration) -> Duration {
+    left.saturating_sub(ttl.mul_f64(2.0 / 3.0))
+        .max(Duration::from_secs(60))
+}
+
 /// The value of the [`TOKEN_CONFIG_LABEL`], if `<namespace>.<name>` fits a
 /// label value (63 characters).
 pub fn config_label_value(namespace: &str, name: &str) -> Option<String> {
@@ -247,12 +258,16 @@ pub fn bootstrap_secret(
     cluster: &str,
     rendered: &Rendered,
     secret_metadata: Option<&SecretMetadata>,
+    token_expiration: Option<&str>,
 ) -> Secret {
     let mut labels_map = BTreeMap::new();
     let mut annotations = BTreeMap::new();
     if let Some(md) = secret_metadata {
         labels_map.extend(md.labels.clone());
         annotations.extend(md.annotations.clone());
+    }
+    if let Some(e) = token_expiration {
+        annotations.insert(TOKEN_EXPIRATION_ANNOTATION.to_owned(), e.to_owned());
     }
     labels_map.insert(labels::CLUSTER_NAME.to_owned(), cluster.to_owned());
     labels_map.insert(labels::COMPONENT.to_owned(), "bootstrap".to_owned());
@@ -528,6 +543,8 @@ mod tests {
         assert!(!needs_refresh(ttl, ttl));
         assert!(!needs_refresh(Duration::from_secs(2500), ttl));
         assert!(needs_refresh(Duration::from_secs(2300), ttl));
+        assert_eq!(until_refresh(ttl, ttl), Duration::from_secs(1200));
+        assert_eq!(until_refresh(Duration::ZERO, ttl), Duration::from_secs(60));
     }
 
     #[test]
@@ -551,13 +568,22 @@ mod tests {
             value: b"#cloud-config\n".to_vec(),
             format: "cloud-config",
         };
-        let s = bootstrap_secret(&id, "c1", &rendered, Some(&md));
+        let s = bootstrap_secret(
+            &id,
+            "c1",
+            &rendered,
+            Some(&md),
+            Some("2026-01-01T01:00:00Z"),
+        );
         assert_eq!(s.metadata.name.as_deref(), Some("md-0-abc"));
         assert_eq!(s.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
         let l = s.metadata.labels.as_ref().unwrap();
         assert_eq!(l[labels::CLUSTER_NAME], "c1");
         assert_eq!(l["team"], "a");
         assert_eq!(l[labels::COMPONENT], "bootstrap");
+        let a = s.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a["note"], "x");
+        assert_eq!(a[TOKEN_EXPIRATION_ANNOTATION], "2026-01-01T01:00:00Z");
         let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str()),

@@ -65,9 +65,9 @@ async fn set_expiration(child: &Client, name: &str, expiration: &str) -> Result<
     Ok(())
 }
 
-/// The token of the config with uid `config_uid`: the one minted before if
-/// it is still valid (its expiration pushed out when a third of its
-/// lifetime has passed), else a new one.
+/// The token of the config with uid `config_uid`, with its expiration:
+/// the one minted before if it is still valid (its expiration pushed out
+/// when a third of its lifetime has passed), else a new one.
 pub async fn ensure(
     child: &Client,
     config_uid: &str,
@@ -75,7 +75,7 @@ pub async fn ensure(
     role: TokenRole,
     ttl: Duration,
     now: jiff::Timestamp,
-) -> Result<BootstrapToken, HandlerError> {
+) -> Result<(BootstrapToken, String), HandlerError> {
     for found in minted_for(child, config_uid).await? {
         let Some(left) = plan::time_left(&found.expiration, now) else {
             continue;
@@ -83,13 +83,17 @@ pub async fn ensure(
         if left.is_zero() {
             continue;
         }
+        let mut expiration = found.expiration.clone();
         if plan::needs_refresh(left, ttl) {
-            set_expiration(child, &found.name, &plan::expiration(now, ttl)).await?;
+            expiration = plan::expiration(now, ttl);
+            set_expiration(child, &found.name, &expiration).await?;
         }
         tracing::debug!(token_id = %found.token.id, "reusing the token minted before");
-        return Ok(found.token);
+        return Ok((found.token, expiration));
     }
-    mint(child, config_uid, config_label, role, ttl, now).await
+    let expiration = plan::expiration(now, ttl);
+    let token = mint(child, config_uid, config_label, role, &expiration).await?;
+    Ok((token, expiration))
 }
 
 async fn mint(
@@ -97,8 +101,7 @@ async fn mint(
     config_uid: &str,
     config_label: Option<String>,
     role: TokenRole,
-    ttl: Duration,
-    now: jiff::Timestamp,
+    expiration: &str,
 ) -> Result<BootstrapToken, HandlerError> {
     let mut bytes = [0u8; 64];
     getrandom::fill(&mut bytes)
@@ -120,37 +123,39 @@ async fn mint(
             ..ObjectMeta::default()
         },
         type_: Some(BOOTSTRAP_TOKEN_SECRET_TYPE.to_owned()),
-        string_data: Some(token.secret_data(role, &plan::expiration(now, ttl))),
+        string_data: Some(token.secret_data(role, expiration)),
         ..Secret::default()
     };
     // An id collision (36^6 ids) is a 409 AlreadyExists: retried, with a
     // new id, like any conflict.
     api(child).create(&PostParams::default(), &secret).await?;
-    tracing::info!(token_id = %token.id, ?ttl, "bootstrap token minted in the child cluster");
+    tracing::info!(token_id = %token.id, expiration, "bootstrap token minted in the child cluster");
     Ok(token)
 }
 
 /// Keeps the config's token valid while its Machine has not joined.
-/// Returns whether a valid token exists.
+/// Returns the token's expiration, `None` when no valid token exists.
 pub async fn keep_alive(
     child: &Client,
     config_uid: &str,
     ttl: Duration,
     now: jiff::Timestamp,
-) -> Result<bool, HandlerError> {
+) -> Result<Option<String>, HandlerError> {
     for found in minted_for(child, config_uid).await? {
         match plan::time_left(&found.expiration, now) {
             Some(left) if !left.is_zero() => {
                 if plan::needs_refresh(left, ttl) {
-                    set_expiration(child, &found.name, &plan::expiration(now, ttl)).await?;
+                    let expiration = plan::expiration(now, ttl);
+                    set_expiration(child, &found.name, &expiration).await?;
                     tracing::debug!(token_id = %found.token.id, "token expiration pushed out");
+                    return Ok(Some(expiration));
                 }
-                return Ok(true);
+                return Ok(Some(found.expiration));
             }
             _ => {}
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Deletes the tokens minted for a config (it was deleted: its Machine
