@@ -151,6 +151,7 @@ async fn start(service: &str, args: &ProcessArgs) -> Result<Process> {
             LogFormatArg::Json => LogFormat::Json,
         },
         otlp_endpoint: args.otlp_endpoint.clone(),
+        default_filter: None,
     })?;
     let config = match &args.kubeconfig {
         Some(path) => {

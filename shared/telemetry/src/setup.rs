@@ -29,6 +29,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// OTLP/gRPC endpoint (`http://collector:4317`); `None`: no export.
     pub otlp_endpoint: Option<String>,
+    /// The filter when `RUST_LOG` is not set (`None`: `info`).
+    pub default_filter: Option<String>,
 }
 
 /// Keeps the tracer provider alive; flushes spans when dropped.
@@ -65,7 +67,8 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     }
     let provider = builder.build();
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("drover"));
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.default_filter.as_deref().unwrap_or("info")));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = match config.log_format {
         LogFormat::Text => registry
