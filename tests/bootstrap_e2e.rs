@@ -80,9 +80,10 @@ async fn a_fleet_bootstraps_and_a_dead_letter_replays_after_its_fix() {
         .await
         .unwrap();
 
-    let configs: Api<K0sWorkerConfig> = Api::namespaced(client.clone(), "default");
+    // Each fleet cluster lives in its own namespace.
+    let all_configs: Api<K0sWorkerConfig> = Api::all(client.clone());
     wait_for("6 Ready configs", Duration::from_secs(60), || {
-        let configs = configs.clone();
+        let configs = all_configs.clone();
         async move {
             let l = configs.list(&ListParams::default()).await.unwrap().items;
             l.len() == 6 && l.iter().all(ready)
@@ -90,10 +91,16 @@ async fn a_fleet_bootstraps_and_a_dead_letter_replays_after_its_fix() {
     })
     .await;
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let machines: Api<Machine> = Api::namespaced(client.clone(), "default");
-    for c in configs.list(&ListParams::default()).await.unwrap().items {
+    for c in all_configs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
         let name = c.metadata.name.clone().unwrap();
+        let ns = c.metadata.namespace.clone().unwrap();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let machines: Api<Machine> = Api::namespaced(client.clone(), &ns);
         let st = c.status.clone().unwrap();
         assert_eq!(st.data_secret_name.as_deref(), Some(name.as_str()));
         assert_eq!(st.initialization.data_secret_created, Some(true));
@@ -141,7 +148,8 @@ async fn a_fleet_bootstraps_and_a_dead_letter_replays_after_its_fix() {
         assert_eq!(kc.user, TokenRole::Worker.user());
         let ca = secrets.get(&format!("{cluster}-ca")).await.unwrap();
         assert_eq!(kc.ca_cert, ca.data.unwrap()["tls.crt"].0);
-        let child = stack.sim.cluster(&format!("{cluster}.default")).unwrap();
+        assert_eq!(cluster, &ns);
+        let child = stack.sim.cluster(&format!("{cluster}.{ns}")).unwrap();
         assert_eq!(kc.server, format!("https://{}", child.addr));
         let child_client = stack::client_for(&child).await.unwrap();
         let (id, _) = kc.token.split_once('.').unwrap();
@@ -163,9 +171,10 @@ async fn a_fleet_bootstraps_and_a_dead_letter_replays_after_its_fix() {
         "spec": {"clusterName": "fleet-0000", "version": "v1.33.1",
             "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "K0sWorkerConfig", "name": "edge-0"}},
             "infrastructureRef": {"apiGroup": stack::FLEET_INFRASTRUCTURE.0, "kind": stack::FLEET_INFRASTRUCTURE.1, "name": "edge-0"}}});
-    stack::create_all(&client, "default", vec![bad, machine], 2)
+    stack::create_all(&client, "fleet-0000", vec![bad, machine], 2)
         .await
         .unwrap();
+    let configs: Api<K0sWorkerConfig> = Api::namespaced(client.clone(), "fleet-0000");
     let selector = JobSelector {
         cluster: Some("fleet-0000".into()),
         ..JobSelector::default()

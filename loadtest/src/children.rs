@@ -40,7 +40,8 @@ use crate::sim::tls::ClusterCa;
 pub struct ChildClusterConfig {
     /// Only this namespace (`None`: all).
     pub namespace: Option<String>,
-    /// How often Clusters are listed.
+    /// How often Clusters are listed while new ones appear (doubling up to
+    /// 2 s while none do).
     pub poll: Duration,
     /// Clusters provisioned at once.
     pub concurrency: usize,
@@ -55,6 +56,9 @@ impl Default for ChildClusterConfig {
         }
     }
 }
+
+/// The longest wait between lists while no new Cluster appears.
+const MAX_POLL: Duration = Duration::from_secs(2);
 
 /// The running stand-in.
 pub struct ChildClusterStandIn {
@@ -74,6 +78,7 @@ impl ChildClusterStandIn {
                 None => Api::all(client.clone()),
             };
             let mut done: HashSet<(String, String)> = HashSet::new();
+            let mut wait = config.poll;
             loop {
                 match clusters.list(&ListParams::default()).await {
                     Ok(list) => {
@@ -82,6 +87,7 @@ impl ChildClusterStandIn {
                             .into_iter()
                             .filter(|c| !done.contains(&key(c)))
                             .collect();
+                        let found = !todo.is_empty();
                         let results: Vec<_> = futures_util::stream::iter(todo)
                             .map(|c| {
                                 let sim = sim.clone();
@@ -106,11 +112,18 @@ impl ChildClusterStandIn {
                             }
                         }
                         let _ = count_tx.send(done.len());
+                        // Listing every Cluster four times a second costs
+                        // real CPU in a fleet: back off while nothing is new.
+                        wait = if found {
+                            config.poll
+                        } else {
+                            (wait * 2).min(MAX_POLL)
+                        };
                     }
                     Err(e) => tracing::warn!(error = %e, "child cluster stand-in: list failed"),
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(config.poll) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stopped.changed() => return,
                 }
             }

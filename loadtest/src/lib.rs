@@ -21,12 +21,15 @@
 //!   and manifests to feed it.
 //! - [`bench`](mod@bench): `drover sim bench`.
 //! - [`queue`]: `drover loadtest queue`.
+//! - [`bootstrap`](mod@bootstrap): `drover loadtest bootstrap`, the bootstrap
+//!   provider end to end in one process on the [`stack`].
 //! - [`pipeline`]: `drover loadtest pipeline`, the whole pipeline as real
 //!   processes (kube-sim, nats-server, a watcher, W workers).
 //! - [`procs`]: spawning, sampling (`/proc`) and stopping those processes.
 //! - [`chart`]: SVG bar charts beside JSON reports.
 
 pub mod bench;
+pub mod bootstrap;
 pub mod capi;
 pub mod chart;
 pub mod children;

@@ -50,6 +50,9 @@ impl Default for StackConfig {
             token_ttl: Duration::from_secs(3600),
             capi: CapiSimConfig {
                 workers: 8,
+                // CAPI core resyncs every 10 minutes; the simulation's 30 s
+                // default re-reconciled every Machine four times a 10k run.
+                resync_interval: Duration::from_secs(300),
                 ..CapiSimConfig::default()
             },
             children: ChildClusterConfig::default(),
@@ -233,6 +236,14 @@ impl Stack {
         }
     }
 
+    /// The watcher's and workers' metrics, in Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        out
+    }
+
     /// Clusters that have their child cluster and kubeconfig so far.
     pub fn children_provisioned(&self) -> usize {
         self.children.provisioned()
@@ -381,29 +392,32 @@ pub fn expected_configs(objects: &[Value]) -> usize {
 pub const FLEET_INFRASTRUCTURE: (&str, &str) =
     ("infrastructure.sim.drover.dev", "SimulatedMachine");
 
-/// The objects of a fleet: `clusters` CAPI Clusters `fleet-NNNN`, each with
-/// a K0sWorkerConfigTemplate and a MachineDeployment of
+/// The objects of a fleet: `clusters` CAPI Clusters `fleet-NNNN`, each in
+/// a namespace of the same name (as fleets are usually laid out; it also
+/// keeps each MachineSet's label-selected list small), with a
+/// K0sWorkerConfigTemplate and a MachineDeployment of
 /// `machines_per_cluster` workers. Control planes are simulated (the CAPI
 /// core marks them initialized; the child-cluster stand-in gives each
 /// cluster its API, CA and kubeconfig).
 pub fn fleet(clusters: usize, machines_per_cluster: usize, version: &str) -> Vec<Value> {
-    let mut out = Vec::with_capacity(clusters * 3);
+    let mut out = Vec::with_capacity(clusters * 4);
     for i in 0..clusters {
         let name = format!("fleet-{i:04}");
         let labels = json!({"cluster.x-k8s.io/cluster-name": name, "pool": "md-0"});
+        out.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
         out.push(json!({
             "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "namespace": name},
             "spec": {"clusterNetwork": {"pods": {"cidrBlocks": ["10.244.0.0/16"]},
                 "services": {"cidrBlocks": ["10.96.0.0/12"]}}}}));
         out.push(json!({
             "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta2", "kind": "K0sWorkerConfigTemplate",
-            "metadata": {"name": format!("{name}-md-0")},
+            "metadata": {"name": format!("{name}-md-0"), "namespace": name},
             "spec": {"template": {"spec": {"version": version,
                 "args": ["--labels=drover.dev/fleet=true"]}}}}));
         out.push(json!({
             "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
-            "metadata": {"name": format!("{name}-md-0")},
+            "metadata": {"name": format!("{name}-md-0"), "namespace": name},
             "spec": {"clusterName": name, "replicas": machines_per_cluster,
                 "selector": {"matchLabels": labels},
                 "template": {"metadata": {"labels": labels},
@@ -416,8 +430,21 @@ pub fn fleet(clusters: usize, machines_per_cluster: usize, version: &str) -> Vec
     out
 }
 
-/// Creates `objects` in `namespace`, `concurrency` at a time.
+/// Creates `objects` (those that name no namespace in `namespace`),
+/// `concurrency` at a time, Namespaces first.
 pub async fn create_all(
+    client: &kube::Client,
+    namespace: &str,
+    objects: Vec<Value>,
+    concurrency: usize,
+) -> Result<(), StackError> {
+    let (namespaces, rest): (Vec<Value>, Vec<Value>) =
+        objects.into_iter().partition(|o| o["kind"] == "Namespace");
+    create_concurrently(client, namespace, namespaces, concurrency).await?;
+    create_concurrently(client, namespace, rest, concurrency).await
+}
+
+async fn create_concurrently(
     client: &kube::Client,
     namespace: &str,
     objects: Vec<Value>,
@@ -448,7 +475,7 @@ mod tests {
     #[test]
     fn a_fleet_expects_its_machines() {
         let f = fleet(3, 4, "v1.33.1+k0s.0");
-        assert_eq!(f.len(), 9);
+        assert_eq!(f.len(), 12);
         assert_eq!(expected_configs(&f), 12);
     }
 
@@ -460,5 +487,144 @@ mod tests {
         let yaml = include_str!("../../examples/remote-machines.yaml");
         let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
         assert_eq!(expected_configs(&docs), 1);
+    }
+}
+
+/// What a [`ReadinessTracker`] has seen so far.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// Bootstrap configs seen.
+    pub seen: usize,
+    /// Of those, `Ready=True`.
+    pub ready: usize,
+    /// Of those, `Ready=False` with `DataSecretGenerationFailed`, with the
+    /// message (config key → message).
+    pub failed: Vec<(String, String)>,
+    /// Not ready yet, with their `Ready` message (at most 20).
+    pub waiting: Vec<(String, String)>,
+    /// For each Ready config: from the watch event that first showed it to
+    /// the one that showed it Ready, in milliseconds, sorted.
+    pub latencies_ms: Vec<f64>,
+}
+
+impl Progress {
+    /// The `q` quantile (0..=1) of the latencies, in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_ms.len() - 1) as f64 * q).round() as usize;
+        self.latencies_ms[i.min(self.latencies_ms.len() - 1)]
+    }
+}
+
+struct Seen {
+    first: tokio::time::Instant,
+    ready_after: Option<Duration>,
+    failed: Option<String>,
+    message: String,
+}
+
+/// Watches every K0sWorkerConfig and K0sControllerConfig and counts the
+/// Ready ones (for progress bars, `--exit-when-ready` and load tests).
+pub struct ReadinessTracker {
+    state: Arc<std::sync::Mutex<std::collections::HashMap<String, Seen>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ReadinessTracker {
+    /// Starts watching through `client`.
+    pub fn start(client: &kube::Client) -> Self {
+        use futures_util::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, watcher};
+        let state = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let mut tasks = Vec::new();
+        for kind in ["K0sWorkerConfig", "K0sControllerConfig"] {
+            let Some((ar, _)) = resource_of("bootstrap.cluster.x-k8s.io/v1beta2", kind) else {
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream =
+                    std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+                while let Some(item) = stream.next().await {
+                    let Ok(obj) = item else { continue };
+                    let key = format!(
+                        "{kind}/{}/{}",
+                        obj.metadata.namespace.as_deref().unwrap_or_default(),
+                        obj.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    let ready = obj.data["status"]["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                        .cloned();
+                    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let seen = st.entry(key).or_insert_with(|| Seen {
+                        first: tokio::time::Instant::now(),
+                        ready_after: None,
+                        failed: None,
+                        message: String::new(),
+                    });
+                    if let Some(c) = ready {
+                        seen.message = c["message"].as_str().unwrap_or_default().to_owned();
+                        if c["status"] == "True" {
+                            if seen.ready_after.is_none() {
+                                seen.ready_after = Some(seen.first.elapsed());
+                            }
+                            seen.failed = None;
+                        } else if c["reason"] == "NotReady"
+                            && obj.data["status"]["conditions"]
+                                .as_array()
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| {
+                                        c["type"] == "DataSecretAvailable"
+                                            && c["reason"] == "DataSecretGenerationFailed"
+                                    })
+                                })
+                        {
+                            seen.failed = Some(seen.message.clone());
+                        }
+                    }
+                }
+            }));
+        }
+        Self { state, tasks }
+    }
+
+    /// What has been seen so far.
+    pub fn progress(&self) -> Progress {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = Progress {
+            seen: st.len(),
+            ..Progress::default()
+        };
+        for (k, s) in st.iter() {
+            match s.ready_after {
+                Some(d) => {
+                    p.ready += 1;
+                    p.latencies_ms.push(d.as_secs_f64() * 1000.0);
+                }
+                None => {
+                    if let Some(m) = &s.failed {
+                        p.failed.push((k.clone(), m.clone()));
+                    } else if p.waiting.len() < 20 {
+                        p.waiting.push((k.clone(), s.message.clone()));
+                    }
+                }
+            }
+        }
+        p.latencies_ms.sort_by(f64::total_cmp);
+        p.failed.sort();
+        p.waiting.sort();
+        p
+    }
+}
+
+impl Drop for ReadinessTracker {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
