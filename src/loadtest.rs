@@ -28,6 +28,25 @@ pub fn queue(
     crate::emit_report(&out, report)
 }
 
+/// `drover loadtest bootstrap`.
+pub fn bootstrap(
+    opts: drover_loadtest::bootstrap::BootstrapLoadOptions,
+    report: Option<PathBuf>,
+) -> Result<()> {
+    // Quiet: a log line per config would cost more than the work.
+    let _telemetry = drover_telemetry::init(&drover_telemetry::TelemetryConfig {
+        service: "drover-loadtest".into(),
+        log_format: drover_telemetry::LogFormat::Text,
+        otlp_endpoint: None,
+        default_filter: Some("warn".into()),
+    })?;
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let out = rt
+        .block_on(drover_loadtest::bootstrap::run(opts))
+        .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
+    crate::emit_report(&out, report)
+}
+
 /// `drover loadtest pipeline`.
 #[allow(clippy::too_many_arguments)] // one per flag
 pub fn pipeline(

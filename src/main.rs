@@ -13,6 +13,7 @@ mod jobs;
 mod loadtest;
 mod run;
 mod sim;
+mod up;
 
 /// k0smotron-compatible Cluster API providers: a thin watcher, a durable job
 /// queue and a pool of workers.
@@ -25,6 +26,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything in one process on embedded defaults: kube-sim, the
+    /// simulated CAPI core, a child cluster per CAPI Cluster, the embedded
+    /// queue, the watcher and the workers; applies the examples (or
+    /// `--fleet N` clusters) and shows progress until every bootstrap
+    /// config is Ready, then serves on (or exits, `--exit-when-ready`).
+    Up(up::UpArgs),
     /// Write the CRDs generated from the API types, one YAML file each, and
     /// the JSON schema of queue jobs (`jobs/job.schema.json`).
     Crds {
@@ -93,6 +100,32 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LoadtestAction {
+    /// The bootstrap provider end to end in one process: C clusters of M
+    /// workers; reports configs/s and latency percentiles.
+    Bootstrap {
+        /// CAPI Clusters.
+        #[arg(long, default_value_t = 1000)]
+        clusters: usize,
+        /// Worker Machines per cluster.
+        #[arg(long, default_value_t = 10)]
+        machines_per_cluster: usize,
+        /// `embedded` (redb) or `jetstream`.
+        #[arg(long, default_value = "embedded")]
+        backend: String,
+        /// nats-server for `--backend jetstream`; without it one is started
+        /// from PATH in a temporary folder.
+        #[arg(long)]
+        nats_url: Option<String>,
+        /// Bootstrap jobs run at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Give up after this long.
+        #[arg(long, default_value = "10m", value_parser = run::parse_duration)]
+        timeout: std::time::Duration,
+        /// Also write the JSON report here, and an SVG chart beside it.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Queue throughput: publish, then claim and finish, N jobs.
     Queue {
         /// Backend to measure: `embedded` (redb), or `jetstream` (raw
@@ -210,6 +243,29 @@ fn main() -> ExitCode {
             concurrency,
             rate,
             timeout,
+            report,
+        ),
+        Command::Up(args) => up::run(args),
+        Command::Loadtest {
+            action:
+                LoadtestAction::Bootstrap {
+                    clusters,
+                    machines_per_cluster,
+                    backend,
+                    nats_url,
+                    concurrency,
+                    timeout,
+                    report,
+                },
+        } => loadtest::bootstrap(
+            drover_loadtest::bootstrap::BootstrapLoadOptions {
+                clusters,
+                machines_per_cluster,
+                backend,
+                nats_url,
+                concurrency,
+                timeout,
+            },
             report,
         ),
         Command::Watcher(args) => run::watcher(args),
