@@ -230,6 +230,19 @@ async fn provision(sim: &Sim, client: &kube::Client, c: &Cluster) -> Result<(), 
             .await
             .map_err(|e| ChildClusterError::Sim(e.to_string()))?,
     };
+    // The kubeconfig before the endpoint, as a control plane provider
+    // would: configs woken by the endpoint find everything in place.
+    let s = capi_secret(
+        &kubeconfig_name,
+        &ns,
+        &name,
+        &[("value", &handle.kubeconfig)],
+    );
+    match secrets.create(&PostParams::default(), &s).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
     let endpoint_missing = c
         .spec
         .control_plane_endpoint
@@ -241,17 +254,6 @@ async fn provision(sim: &Sim, client: &kube::Client, c: &Cluster) -> Result<(), 
         Api::<Cluster>::namespaced(client.clone(), &ns)
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-    }
-    let s = capi_secret(
-        &kubeconfig_name,
-        &ns,
-        &name,
-        &[("value", &handle.kubeconfig)],
-    );
-    match secrets.create(&PostParams::default(), &s).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
     }
     tracing::debug!(namespace = %ns, cluster = %name, child = %child, "child cluster up");
     Ok(())

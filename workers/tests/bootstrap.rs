@@ -318,7 +318,26 @@ async fn a_worker_config_gets_its_secret_status_and_a_token_in_the_child_cluster
     // One-shot: running again regenerates nothing and mints nothing.
     let rv = s.metadata.resource_version.clone();
     let again = job_for(&env, "K0sWorkerConfig", "md-0-a", Change::Modified).await;
-    assert_eq!(env.run(&again).await.unwrap(), Handled::RunAfter(TTL / 3));
+    // Again after a third of the lifetime (less the seconds since minting):
+    // the data Secret's annotation says when, without asking the child.
+    match env.run(&again).await.unwrap() {
+        Handled::RunAfter(d) => assert!(
+            d <= TTL / 3 && d > TTL / 3 - Duration::from_secs(30),
+            "{d:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let annotations = env
+        .data_secret("md-0-a")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(
+        annotations[plan::TOKEN_EXPIRATION_ANNOTATION],
+        text("expiration")
+    );
     assert_eq!(
         env.data_secret("md-0-a")
             .await

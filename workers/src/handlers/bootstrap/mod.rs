@@ -390,21 +390,10 @@ impl Bootstrap {
             changed
         })
         .await?;
+        // No Normal Event for a success (k0smotron emits none either): at
+        // fleet scale it doubled the Events stored and cost a write per
+        // config; the conditions say it. Failures get Warning Events.
         tracing::info!(secret = %config.name, format = rendered.format, "bootstrap data Secret created");
-        ctx.event(
-            Event {
-                type_: EventType::Normal,
-                reason: "DataSecretCreated".into(),
-                note: Some(format!(
-                    "bootstrap data Secret {} created ({})",
-                    config.name, rendered.format
-                )),
-                action: "Generate".into(),
-                secondary: None,
-            },
-            &config.object_ref(),
-        )
-        .await;
         if token_expiration.is_some() {
             self.clean_expired(ctx, ns, &cluster_name).await;
             if !has_node(&machine) {
