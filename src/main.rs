@@ -117,7 +117,7 @@ enum LoadtestAction {
         #[arg(long)]
         nats_url: Option<String>,
         /// Bootstrap jobs run at once.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 16)]
         concurrency: usize,
         /// Give up after this long.
         #[arg(long, default_value = "10m", value_parser = run::parse_duration)]

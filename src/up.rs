@@ -53,7 +53,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "5m", value_parser = crate::run::parse_duration)]
     pub timeout: Duration,
     /// Bootstrap jobs run at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     pub bootstrap_concurrency: usize,
     /// Lifetime of minted bootstrap tokens.
     #[arg(long, default_value = "1h", value_parser = crate::run::parse_duration)]

@@ -46,7 +46,9 @@ pub struct StackConfig {
 impl Default for StackConfig {
     fn default() -> Self {
         Self {
-            bootstrap_concurrency: 64,
+            // Measured on 2 cores, 10k configs: 16 slots 28 s, 8 and 32
+            // about 31 s, 64 slots 64-68 s (loadtest/reports/2026-12-01).
+            bootstrap_concurrency: 16,
             token_ttl: Duration::from_secs(3600),
             capi: CapiSimConfig {
                 workers: 8,
