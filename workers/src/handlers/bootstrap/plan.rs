@@ -378,40 +378,38 @@ pub struct Resolved {
     pub custom_user_data: Option<String>,
 }
 
-/// The render input of a K0sWorkerConfig.
-pub fn worker_input(spec: &K0sWorkerConfigSpec, r: Resolved) -> BootstrapInput {
-    let mut input = BootstrapInput::new(r.role, r.machine_name, r.config_name);
-    input.version = r.version;
-    input.install_dir = spec.k0s_install_dir.clone();
-    input.working_dir = spec.working_dir.clone();
-    input.download_url = spec.download_url.clone();
-    input.pre_installed_k0s = spec.pre_installed_k0s;
-    input.args = spec.args.clone();
-    input.use_system_hostname = spec.use_system_hostname;
-    input.pre_k0s_commands = spec.pre_k0s_commands.clone();
-    input.post_k0s_commands = spec.post_k0s_commands.clone();
-    input.files = r.files;
-    input.custom_user_data = r.custom_user_data;
-    input.provisioner = Provisioner::from(&spec.provisioner);
-    input
+/// The render input from a spec's fields: the worker and controller specs
+/// share their names, so one body serves both.
+macro_rules! input_from_spec {
+    ($spec:expr, $r:expr) => {{
+        let (spec, r) = ($spec, $r);
+        let mut input = BootstrapInput::new(r.role, r.machine_name, r.config_name);
+        input.version = r.version;
+        input.install_dir = spec.k0s_install_dir.clone();
+        input.working_dir = spec.working_dir.clone();
+        input.download_url = spec.download_url.clone();
+        input.pre_installed_k0s = spec.pre_installed_k0s;
+        input.args = spec.args.clone();
+        input.use_system_hostname = spec.use_system_hostname;
+        input.pre_k0s_commands = spec.pre_k0s_commands.clone();
+        input.post_k0s_commands = spec.post_k0s_commands.clone();
+        input.files = r.files;
+        input.custom_user_data = r.custom_user_data;
+        input.provisioner = Provisioner::from(&spec.provisioner);
+        input
+    }};
 }
 
-/// The render input of a K0sControllerConfig.
+/// The render input of a K0sWorkerConfig.
+pub fn worker_input(spec: &K0sWorkerConfigSpec, r: Resolved) -> BootstrapInput {
+    input_from_spec!(spec, r)
+}
+
+/// The render input of a K0sControllerConfig: the same plus its k0s
+/// ClusterConfig.
 pub fn controller_input(spec: &K0sConfigSpec, r: Resolved) -> BootstrapInput {
-    let mut input = BootstrapInput::new(r.role, r.machine_name, r.config_name);
-    input.version = r.version;
-    input.install_dir = spec.k0s_install_dir.clone();
-    input.working_dir = spec.working_dir.clone();
-    input.download_url = spec.download_url.clone();
-    input.pre_installed_k0s = spec.pre_installed_k0s;
-    input.args = spec.args.clone();
-    input.use_system_hostname = spec.use_system_hostname;
-    input.pre_k0s_commands = spec.pre_k0s_commands.clone();
-    input.post_k0s_commands = spec.post_k0s_commands.clone();
-    input.files = r.files;
+    let mut input = input_from_spec!(spec, r);
     input.k0s_config = spec.k0s.clone().map(serde_json::Value::Object);
-    input.custom_user_data = r.custom_user_data;
-    input.provisioner = Provisioner::from(&spec.provisioner);
     input
 }
 
