@@ -15,8 +15,10 @@ use drover_telemetry::{LogFormat, TelemetryConfig};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
-/// The examples, built in so that `drover up` needs no files.
-const EXAMPLES: [(&str, &str); 2] = [
+/// The examples, built in so that `drover up` needs no files. All of them
+/// are applied; only the bootstrap configs have a handler so far, the other
+/// kinds are stored and queued.
+const EXAMPLES: [(&str, &str); 5] = [
     (
         "examples/hosted-control-plane.yaml",
         include_str!("../examples/hosted-control-plane.yaml"),
@@ -24,6 +26,18 @@ const EXAMPLES: [(&str, &str); 2] = [
     (
         "examples/remote-machines.yaml",
         include_str!("../examples/remote-machines.yaml"),
+    ),
+    (
+        "examples/control-plane-on-machines.yaml",
+        include_str!("../examples/control-plane-on-machines.yaml"),
+    ),
+    (
+        "examples/standalone-cluster.yaml",
+        include_str!("../examples/standalone-cluster.yaml"),
+    ),
+    (
+        "examples/join-token-request.yaml",
+        include_str!("../examples/join-token-request.yaml"),
     ),
 ];
 
@@ -130,7 +144,11 @@ async fn up(args: UpArgs) -> Result<()> {
             for (name, yaml) in EXAMPLES {
                 all.extend(stack::apply_yaml(&stack.client, &args.namespace, yaml, name).await?);
             }
-            let clusters = all.iter().filter(|o| o["kind"] == "Cluster").count();
+            // CAPI Clusters (the k0smotron.io Cluster is a hosted control plane).
+            let clusters = all
+                .iter()
+                .filter(|o| o["kind"] == "Cluster" && o["apiVersion"] == "cluster.x-k8s.io/v1beta2")
+                .count();
             (all, clusters)
         }
     };

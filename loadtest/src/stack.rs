@@ -333,8 +333,17 @@ pub async fn apply_yaml(
     yaml: &str,
     source: &str,
 ) -> Result<Vec<Value>, StackError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple(yaml)
         .map_err(|e| StackError::Apply(format!("{source}: not YAML: {e}")))?;
+    // What others reference first (as `kubectl apply` users order their
+    // files), so the simulated CAPI core does not start on a
+    // MachineDeployment whose template is not there yet.
+    docs.sort_by_key(|d| match d["kind"].as_str() {
+        Some("Namespace") => 0,
+        Some("Secret" | "ConfigMap") => 1,
+        Some(k) if k.ends_with("Template") => 2,
+        _ => 3,
+    });
     let mut created = Vec::new();
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
         let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
