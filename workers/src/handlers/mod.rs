@@ -7,11 +7,13 @@
 //! - [`noop`]: re-reads the object and sets its `Handled` condition.
 //! - [`echo`]: the same after a delay (slow SSH stand-in).
 //! - [`handled`]: the level-triggered "mark handled" step both use.
+//! - [`status`]: the status read-modify-write every handler uses.
 
 pub mod bootstrap;
 pub mod echo;
 pub mod handled;
 pub mod noop;
+pub mod status;
 
 use std::sync::Arc;
 

@@ -119,10 +119,10 @@ struct Config {
     namespace: String,
     name: String,
     uid: String,
-    generation: Option<i64>,
-    meta: ObjectMeta,
     spec: Spec,
     status: BootstrapConfigStatus,
+    /// The object as read, for the first round of a status write.
+    raw: DynamicObject,
 }
 
 /// What a kind-specific step found: go on, or wait.
@@ -189,10 +189,9 @@ impl Config {
             namespace: obj.metadata.namespace.clone().unwrap_or_default(),
             name: obj.metadata.name.clone().unwrap_or_default(),
             uid: obj.metadata.uid.clone().unwrap_or_default(),
-            generation: obj.metadata.generation,
-            meta: obj.metadata,
             spec,
             status,
+            raw: obj,
         })
     }
 
@@ -213,14 +212,15 @@ impl Config {
             name: Some(self.name.clone()),
             namespace: Some(self.namespace.clone()),
             uid: Some(self.uid.clone()),
-            resource_version: self.meta.resource_version.clone(),
+            resource_version: self.raw.metadata.resource_version.clone(),
             ..ObjectReference::default()
         }
     }
 
     /// The owner Machine: an ownerReference of kind Machine in CAPI's group.
     fn owner_machine(&self) -> Option<String> {
-        self.meta
+        self.raw
+            .metadata
             .owner_references
             .iter()
             .flatten()
@@ -302,9 +302,10 @@ impl Bootstrap {
             tracing::debug!(cluster = %cluster_name, "Cluster not found yet");
             return Ok(Handled::Done);
         };
-        if let Some(cause) =
-            paused::pause_cause(Some(&cluster.spec), config.meta.annotations.as_ref())
-        {
+        if let Some(cause) = paused::pause_cause(
+            Some(&cluster.spec),
+            config.raw.metadata.annotations.as_ref(),
+        ) {
             tracing::debug!("paused");
             self.write_status(api, config, |st, g, now| {
                 plan::set_paused(&mut st.conditions, Some(cause.message()), g, now)
@@ -453,7 +454,10 @@ impl Bootstrap {
                 Api::<Secret>::namespaced(ctx.client.clone(), ns)
                     .patch(
                         secret.name.as_deref().unwrap_or(&config.name),
-                        &PatchParams::default(),
+                        &PatchParams {
+                            field_manager: Some(ctx.field_manager.to_owned()),
+                            ..PatchParams::default()
+                        },
                         &Patch::Merge(&patch),
                     )
                     .await?;
@@ -835,9 +839,9 @@ impl Bootstrap {
         .await;
     }
 
-    /// Read-modify-write of the status: `mutate` gets the current status
-    /// and generation and says whether it changed anything; a merge patch
-    /// carrying the resourceVersion writes it (three rounds on conflicts).
+    /// Read-modify-write of the status ([`super::status`]): `mutate` gets
+    /// the current status, generation and time and says whether it changed
+    /// anything.
     async fn write_status<F>(
         &self,
         api: &Api<DynamicObject>,
@@ -847,57 +851,33 @@ impl Bootstrap {
     where
         F: Fn(&mut BootstrapConfigStatus, Option<i64>, &str) -> bool,
     {
-        const ROUNDS: usize = 3;
         let now = now_rfc3339();
-        let mut status = config.status.clone();
-        let mut generation = config.generation;
-        let mut resource_version = config.meta.resource_version.clone();
-        for round in 1..=ROUNDS {
-            if round > 1 {
-                let Some(obj) = api.get_opt(&config.name).await? else {
-                    return Ok(());
-                };
-                if obj.metadata.uid.as_deref() != Some(config.uid.as_str()) {
-                    return Ok(());
-                }
-                status = match obj.data.get("status") {
+        let what = format!("{} {}/{}", config.kind, config.namespace, config.name);
+        super::status::read_modify_write(
+            api,
+            &config.name,
+            &config.uid,
+            crate::FIELD_MANAGER,
+            Some(&config.raw),
+            &what,
+            |obj| {
+                let mut status: BootstrapConfigStatus = match obj.data.get("status") {
                     None | Some(serde_json::Value::Null) => BootstrapConfigStatus::default(),
                     Some(v) => serde_json::from_value(v.clone())
                         .map_err(|e| HandlerError::bad_input("status", e.to_string()))?,
                 };
-                generation = obj.metadata.generation;
-                resource_version = obj.metadata.resource_version.clone();
-            }
-            if !mutate(&mut status, generation, &now) {
-                return Ok(());
-            }
-            let patch = json!({
-                "metadata": {"resourceVersion": resource_version},
-                "status": status,
-            });
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER_STATUS.to_owned()),
-                ..PatchParams::default()
-            };
-            match api
-                .patch_status(&config.name, &params, &Patch::Merge(&patch))
-                .instrument(tracing::debug_span!("write_status", round))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 409 && round < ROUNDS => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(HandlerError::Conflict(format!(
-            "{} {}/{} kept changing",
-            config.kind, config.namespace, config.name
-        )))
+                if !mutate(&mut status, obj.metadata.generation, &now) {
+                    return Ok(None);
+                }
+                serde_json::to_value(&status)
+                    .map(Some)
+                    .map_err(|e| HandlerError::Panicked(format!("status does not serialize: {e}")))
+            },
+        )
+        .await?;
+        Ok(())
     }
 }
-
-/// Status writes use the common field manager.
-const FIELD_MANAGER_STATUS: &str = crate::FIELD_MANAGER;
 
 fn has_node(machine: &Machine) -> bool {
     machine
