@@ -65,9 +65,31 @@ async fn set_expiration(child: &Client, name: &str, expiration: &str) -> Result<
     Ok(())
 }
 
+/// The config's token that is still valid, with its expiration, pushed
+/// out first when a third of its lifetime has passed; `None` if it has none.
+async fn valid(
+    child: &Client,
+    config_uid: &str,
+    ttl: Duration,
+    now: jiff::Timestamp,
+) -> Result<Option<(BootstrapToken, String)>, HandlerError> {
+    for found in minted_for(child, config_uid).await? {
+        let Some(left) = plan::time_left(&found.expiration, now).filter(|l| !l.is_zero()) else {
+            continue;
+        };
+        let mut expiration = found.expiration;
+        if plan::needs_refresh(left, ttl) {
+            expiration = plan::expiration(now, ttl);
+            set_expiration(child, &found.name, &expiration).await?;
+            tracing::debug!(token_id = %found.token.id, "token expiration pushed out");
+        }
+        return Ok(Some((found.token, expiration)));
+    }
+    Ok(None)
+}
+
 /// The token of the config with uid `config_uid`, with its expiration:
-/// the one minted before if it is still valid (its expiration pushed out
-/// when a third of its lifetime has passed), else a new one.
+/// the one minted before if it is still valid (see [`valid`]), else a new one.
 pub async fn ensure(
     child: &Client,
     config_uid: &str,
@@ -76,20 +98,9 @@ pub async fn ensure(
     ttl: Duration,
     now: jiff::Timestamp,
 ) -> Result<(BootstrapToken, String), HandlerError> {
-    for found in minted_for(child, config_uid).await? {
-        let Some(left) = plan::time_left(&found.expiration, now) else {
-            continue;
-        };
-        if left.is_zero() {
-            continue;
-        }
-        let mut expiration = found.expiration.clone();
-        if plan::needs_refresh(left, ttl) {
-            expiration = plan::expiration(now, ttl);
-            set_expiration(child, &found.name, &expiration).await?;
-        }
-        tracing::debug!(token_id = %found.token.id, "reusing the token minted before");
-        return Ok((found.token, expiration));
+    if let Some(t) = valid(child, config_uid, ttl, now).await? {
+        tracing::debug!(token_id = %t.0.id, "reusing the token minted before");
+        return Ok(t);
     }
     let expiration = plan::expiration(now, ttl);
     let token = mint(child, config_uid, config_label, role, &expiration).await?;
@@ -141,21 +152,7 @@ pub async fn keep_alive(
     ttl: Duration,
     now: jiff::Timestamp,
 ) -> Result<Option<String>, HandlerError> {
-    for found in minted_for(child, config_uid).await? {
-        match plan::time_left(&found.expiration, now) {
-            Some(left) if !left.is_zero() => {
-                if plan::needs_refresh(left, ttl) {
-                    let expiration = plan::expiration(now, ttl);
-                    set_expiration(child, &found.name, &expiration).await?;
-                    tracing::debug!(token_id = %found.token.id, "token expiration pushed out");
-                    return Ok(Some(expiration));
-                }
-                return Ok(Some(found.expiration));
-            }
-            _ => {}
-        }
-    }
-    Ok(None)
+    Ok(valid(child, config_uid, ttl, now).await?.map(|(_, e)| e))
 }
 
 /// Deletes the tokens minted for a config (it was deleted: its Machine
