@@ -7,17 +7,10 @@ use anyhow::{Context, Result};
 /// `drover loadtest queue`.
 pub fn queue(
     backend: &str,
-    jobs: usize,
-    concurrency: usize,
-    batch: usize,
+    opts: drover_loadtest::queue::QueueLoadOptions,
     nats_url: Option<String>,
     report: Option<PathBuf>,
 ) -> Result<()> {
-    let opts = drover_loadtest::queue::QueueLoadOptions {
-        jobs,
-        concurrency,
-        batch,
-    };
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let out = match backend {
         "embedded" => rt.block_on(drover_loadtest::queue::run_embedded(opts)),

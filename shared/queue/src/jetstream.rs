@@ -50,9 +50,12 @@ use crate::{JobQueue, QueueError, RetryPolicy};
 /// silently drops them) and a new storage format.
 pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
 
-const JOBS_STREAM: &str = "DROVER_JOBS";
-const OBJECTS_STREAM: &str = "DROVER_OBJECTS";
-const DEAD_STREAM: &str = "DROVER_DEAD";
+/// The work stream: one subject per object, newest job wins.
+pub const JOBS_STREAM: &str = "DROVER_JOBS";
+/// The per-object records (holds, attempts, backoff).
+pub const OBJECTS_STREAM: &str = "DROVER_OBJECTS";
+/// The dead letters.
+pub const DEAD_STREAM: &str = "DROVER_DEAD";
 const OBJECTS_PREFIX: &str = "drover.objects";
 const DEAD_PREFIX: &str = "drover.dead";
 /// Nak delays are capped: a "run again after" of years is a bug upstream,
@@ -193,6 +196,9 @@ pub struct JetStreamQueue {
     /// Claim uuid → its record's sequence, so finishing and renewing a
     /// claim of this process is one compare-and-set without a read.
     revisions: Mutex<HashMap<String, u64>>,
+    /// Claim ids: a random prefix per queue handle, then a counter.
+    claim_prefix: String,
+    claims: std::sync::atomic::AtomicU64,
 }
 
 fn nats(op: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> QueueError {
@@ -414,7 +420,18 @@ impl JetStreamQueue {
             consumers,
             config,
             revisions: Mutex::new(HashMap::new()),
+            claim_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            claims: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A claim id unique across processes: this connection's random prefix
+    /// and a counter (a uuid per claim cost a getrandom call each).
+    fn next_claim_id(&self) -> String {
+        let n = self
+            .claims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n:x}", self.claim_prefix)
     }
 
     /// The JetStream context (for tools and tests).
@@ -581,7 +598,7 @@ impl JetStreamQueue {
         };
         let record = object_record_subject(&subject);
         let policy = (self.config.policy)(kind);
-        let claim_uuid = uuid::Uuid::new_v4().to_string();
+        let claim_uuid = self.next_claim_id();
         let mut current: Option<(u64, ObjectState)> = None;
         for round in 0..CAS_ROUNDS {
             cas_pause(round).await;
