@@ -168,7 +168,7 @@ struct Hold {
     kind: JobKind,
 }
 
-/// The parts of a claim id: `<uuid>|<stream sequence>|<ack subject>`. The
+/// The parts of a claim id: `<hold id>|<stream sequence>|<ack subject>`. The
 /// ack subject lets any process finish a claim, not only the claimer.
 struct ClaimRef<'a> {
     id: &'a str,
@@ -193,12 +193,13 @@ pub struct JetStreamQueue {
     dead: Stream,
     consumers: HashMap<JobKind, PullConsumer>,
     config: JetStreamConfig,
-    /// Claim uuid → its record's sequence, so finishing and renewing a
-    /// claim of this process is one compare-and-set without a read.
+    /// Hold id (a claim id's first part) → its record's sequence, so
+    /// finishing and renewing a claim of this process is one
+    /// compare-and-set without a read.
     revisions: Mutex<HashMap<String, u64>>,
-    /// Claim ids: a random prefix per queue handle, then a counter.
-    claim_prefix: String,
-    claims: std::sync::atomic::AtomicU64,
+    /// Hold ids: a random prefix per queue handle, then a counter.
+    hold_prefix: String,
+    holds: std::sync::atomic::AtomicU64,
 }
 
 fn nats(op: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> QueueError {
@@ -420,18 +421,18 @@ impl JetStreamQueue {
             consumers,
             config,
             revisions: Mutex::new(HashMap::new()),
-            claim_prefix: uuid::Uuid::new_v4().simple().to_string(),
-            claims: std::sync::atomic::AtomicU64::new(0),
+            hold_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            holds: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// A claim id unique across processes: this connection's random prefix
+    /// A hold id unique across processes: this queue handle's random prefix
     /// and a counter (a uuid per claim cost a getrandom call each).
-    fn next_claim_id(&self) -> String {
+    fn next_hold_id(&self) -> String {
         let n = self
-            .claims
+            .holds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("{}-{n:x}", self.claim_prefix)
+        format!("{}-{n:x}", self.hold_prefix)
     }
 
     /// The JetStream context (for tools and tests).
@@ -598,13 +599,13 @@ impl JetStreamQueue {
         };
         let record = object_record_subject(&subject);
         let policy = (self.config.policy)(kind);
-        let claim_uuid = self.next_claim_id();
+        let hold_id = self.next_hold_id();
         let mut current: Option<(u64, ObjectState)> = None;
         for round in 0..CAS_ROUNDS {
             cas_pause(round).await;
             let now = now_ms();
             let hold = Some(Hold {
-                claim: claim_uuid.clone(),
+                claim: hold_id.clone(),
                 until_ms: later(now, self.config.lease),
                 kind,
             });
@@ -674,12 +675,12 @@ impl JetStreamQueue {
                     self.revisions
                         .lock()
                         .expect("revision map")
-                        .insert(claim_uuid.clone(), rev);
+                        .insert(hold_id.clone(), rev);
                     let mut job = job;
                     job.attempt = st.attempts;
                     return Ok(Some(Claim {
                         job,
-                        claim_id: format!("{claim_uuid}|{seq}|{reply}"),
+                        claim_id: format!("{hold_id}|{seq}|{reply}"),
                         history: st.history,
                     }));
                 }
