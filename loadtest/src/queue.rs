@@ -351,7 +351,7 @@ pub async fn run_jetstream(opts: QueueLoadOptions, url: Option<String>) -> Resul
         "ratio": med("ratio"),
         "ratio_min": rounds.iter().filter_map(|r| r["ratio"].as_f64()).fold(f64::INFINITY, f64::min),
         "per_round": rounds,
-        "note": "one server, one run, rounds alternating which side goes first: raw async-nats (publish with ack; pull, double-ack), and drover (publish with dedupe and coalescing; claim with a per-object record; finish: release the record, ack). *_per_s: medians over the rounds; without a phase, jobs over publish plus drain time. ratio: the median of the rounds' ratios",
+        "note": "one server, one run, rounds alternating which side goes first: raw async-nats (publish with ack; pull, double-ack), and drover (publish with dedupe and coalescing; claim with a per-object record; finish: release the record, double-ack). *_per_s: medians over the rounds; without a phase, jobs over publish plus drain time. ratio: the median of the rounds' ratios",
     }))
 }
 
