@@ -61,6 +61,8 @@ const DEAD_PREFIX: &str = "drover.dead";
 /// Nak delays are capped: a "run again after" of years is a bug upstream,
 /// and the server takes the delay in nanoseconds.
 const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The shortest wait of a fetch (see `claim`).
+const MIN_FETCH_WAIT: Duration = Duration::from_millis(20);
 /// Compare-and-set rounds before a claim gives the message back.
 const CAS_ROUNDS: usize = 8;
 /// The W3C trace context headers a job's message carries (the literal
@@ -932,10 +934,12 @@ impl JobQueue for JetStreamQueue {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let mut fetch = consumer.fetch().max_messages(max.max(1));
             // no_wait plus expires: wait for the first message, then return
-            // what is there (never more than asked: no prefetch).
-            if left >= Duration::from_millis(10) {
-                fetch = fetch.expires(left);
-            }
+            // what is there (never more than asked: no prefetch). Never a
+            // bare no_wait: the server tells consumers of a new message
+            // asynchronously, so a no_wait fetch right after a publish's ack
+            // can answer "nothing" (seen in CI); a short expiry lets a claim
+            // see every job whose publish returned before it started.
+            fetch = fetch.expires(left.max(MIN_FETCH_WAIT));
             let mut batch = fetch.messages().await.map_err(boxed("fetch jobs"))?;
             let mut delivered = Vec::new();
             while let Some(m) = batch.next().await {
