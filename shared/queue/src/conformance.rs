@@ -22,6 +22,8 @@ macro_rules! conformance_tests {
             pools_are_separate,
             pending_jobs_coalesce_newest_wins,
             objects_are_exclusive,
+            objects_run_again_at_once_after_a_finish,
+            a_change_during_a_claim_runs_right_after_it,
             waiting_is_not_failing,
             failures_retry_then_dead_letter,
             leases_expire_and_renew,
@@ -161,6 +163,65 @@ pub async fn objects_are_exclusive(q: &impl JobQueue) {
     );
     assert_eq!(second[0].job.cause.resource_version, "2");
     q.finish(second[0].clone(), Outcome::Done).await.unwrap();
+}
+
+/// 3 and 2: an object whose claim ended is claimed again at once by its
+/// next change (not after the lease), and stats count nothing in flight
+/// once claims end.
+pub async fn objects_run_again_at_once_after_a_finish(q: &impl JobQueue) {
+    for rv in 1..=5 {
+        q.publish(&job(JobKind::Bootstrap, "again", rv))
+            .await
+            .unwrap();
+        let c = q.claim(JobKind::Bootstrap, 10, SOON).await.unwrap();
+        assert_eq!(c.len(), 1, "change {rv} is claimed at once");
+        assert_eq!(c[0].job.cause.resource_version, rv.to_string());
+        assert_eq!(c[0].job.attempt, 0, "a finished run is not a failure");
+        let s = q.stats().await.unwrap();
+        assert_eq!(s.in_flight.get("bootstrap"), Some(&1), "{s:?}");
+        assert_eq!(
+            q.finish(c[0].clone(), Outcome::Done).await.unwrap(),
+            Finished::Settled
+        );
+        let s = q.stats().await.unwrap();
+        assert!(
+            s.in_flight.is_empty() && s.pending.is_empty(),
+            "nothing in flight or pending after change {rv}: {s:?}"
+        );
+    }
+}
+
+/// 3: a change that arrives during a claim runs as soon as the claim ends,
+/// well before the lease would have run out: whether a worker tried it
+/// (and had to wait) while the claim ran, or only after it ended.
+pub async fn a_change_during_a_claim_runs_right_after_it(q: &impl JobQueue) {
+    let soon_enough = PROFILE.lease / 4;
+    for tried_meanwhile in [true, false] {
+        let name = if tried_meanwhile { "tried" } else { "untried" };
+        q.publish(&job(JobKind::Bootstrap, name, 1)).await.unwrap();
+        let first = q.claim(JobKind::Bootstrap, 10, SOON).await.unwrap();
+        assert_eq!(first.len(), 1);
+        q.publish(&job(JobKind::Bootstrap, name, 2)).await.unwrap();
+        if tried_meanwhile {
+            assert!(
+                q.claim(JobKind::Bootstrap, 10, SOON)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "the object is in flight"
+            );
+        }
+        q.finish(first[0].clone(), Outcome::Done).await.unwrap();
+        let second = q.claim(JobKind::Bootstrap, 10, soon_enough).await.unwrap();
+        assert_eq!(
+            second.len(),
+            1,
+            "{name}: the change runs within {soon_enough:?} of the claim's end"
+        );
+        assert_eq!(second[0].job.cause.resource_version, "2");
+        assert_eq!(second[0].job.attempt, 0);
+        q.finish(second[0].clone(), Outcome::Done).await.unwrap();
+    }
 }
 
 /// 4: "run again after D" waits without spending an attempt.

@@ -21,10 +21,21 @@
 //! object held naks the message until the holder's lease ends and marks
 //! the record "waiting"; the holder, on finishing, sees the mark and
 //! re-publishes the newest job so it runs now instead of after the nak.
+//!
+//! The common finish writes no record: a first attempt that succeeds well
+//! inside its lease is only acked, and its hold stays in the record. The
+//! hold (which names its message's stream sequence) is over for any other
+//! message that is *fresh* (published into an empty subject, which the
+//! publish's expected-sequence check proves, so the holder's message was
+//! acked) or once it has expired. A newer job that replaced the holder's
+//! message is not fresh, so it waits; its claimer then sends a core NATS
+//! signal to the holder's queue handle (`drover.waiting.<handle>`), which
+//! frees the record and wakes the job when the claim ends, or at once if
+//! it has ended. A lost signal costs only the wait for the lease.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
@@ -65,6 +76,11 @@ const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 const MIN_FETCH_WAIT: Duration = Duration::from_millis(20);
 /// Compare-and-set rounds before a claim gives the message back.
 const CAS_ROUNDS: usize = 8;
+/// Core NATS subjects (no stream) on which waiters ask a queue handle to
+/// release a hold: `drover.waiting.<handle prefix>`.
+const WAITING_PREFIX: &str = "drover.waiting";
+/// The header of a job published into an empty subject (see `admit`).
+const FRESH: &str = "Drover-Fresh";
 /// The W3C trace context headers a job's message carries (the literal
 /// names: this crate does not depend on drover's telemetry).
 pub const TRACEPARENT: &str = "traceparent";
@@ -168,6 +184,10 @@ struct Hold {
     claim: String,
     until_ms: u64,
     kind: JobKind,
+    /// The stream sequence of the held job's message (0 in records of
+    /// older drover versions).
+    #[serde(default)]
+    seq: u64,
 }
 
 /// The parts of a claim id: `<hold id>|<stream sequence>|<ack subject>`. The
@@ -189,19 +209,50 @@ fn parse_claim_id(claim_id: &str) -> Option<ClaimRef<'_>> {
 
 /// A JetStream-backed [`JobQueue`].
 pub struct JetStreamQueue {
+    inner: Arc<Inner>,
+    /// Answers waiters' requests to release holds (see [`Inner::answer_signals`]);
+    /// stopped when the queue is dropped.
+    signals: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JetStreamQueue {
+    fn drop(&mut self) {
+        self.signals.abort();
+    }
+}
+
+/// What the queue handle and its signal task share.
+struct Inner {
+    client: async_nats::Client,
     js: Context,
     jobs: Stream,
     objects: Stream,
     dead: Stream,
     consumers: HashMap<JobKind, PullConsumer>,
     config: JetStreamConfig,
-    /// Hold id (a claim id's first part) → its record's sequence, so
-    /// finishing and renewing a claim of this process is one
-    /// compare-and-set without a read.
-    revisions: Mutex<HashMap<String, u64>>,
+    /// This handle's claims in flight.
+    claims: Mutex<LiveClaims>,
     /// Hold ids: a random prefix per queue handle, then a counter.
     hold_prefix: String,
     holds: std::sync::atomic::AtomicU64,
+}
+
+/// The claims a queue handle holds, by hold id (a claim id's first part).
+#[derive(Default)]
+struct LiveClaims {
+    held: HashMap<String, HeldClaim>,
+    /// Held claims that a waiter asked to release when they end.
+    signaled: HashSet<String>,
+}
+
+struct HeldClaim {
+    /// The record's sequence as this handle last wrote it, so finishing
+    /// and renewing is one compare-and-set without a read.
+    rev: u64,
+    /// Until when this handle may act on the claim without checking the
+    /// record: the lease measured from before the hold was written, less
+    /// a margin, so no other claimer can have taken the object over yet.
+    sure_until: tokio::time::Instant,
 }
 
 fn nats(op: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> QueueError {
@@ -259,6 +310,14 @@ fn trace_headers(trace: Option<&TraceContext>) -> Option<HeaderMap> {
     Some(h)
 }
 
+/// `headers` plus the fresh mark, for a publish that expects an empty
+/// subject: the mark is stored only if the subject was empty.
+fn fresh_headers(headers: Option<HeaderMap>) -> HeaderMap {
+    let mut h = headers.unwrap_or_default();
+    h.insert(FRESH, "1");
+    h
+}
+
 /// The trace context in a message's headers, if any.
 fn trace_from_headers(headers: Option<&HeaderMap>) -> Option<TraceContext> {
     let h = headers?;
@@ -282,6 +341,17 @@ fn object_record_subject(job_subject: &str) -> String {
         job_subject
             .strip_prefix(drover_shared::jobs::SUBJECT_PREFIX)
             .unwrap_or(job_subject)
+    )
+}
+
+/// The job subject of an object record's subject.
+fn job_subject_of_record(record_subject: &str) -> String {
+    format!(
+        "{}{}",
+        drover_shared::jobs::SUBJECT_PREFIX,
+        record_subject
+            .strip_prefix(OBJECTS_PREFIX)
+            .unwrap_or(record_subject)
     )
 }
 
@@ -346,7 +416,7 @@ impl JetStreamQueue {
         check_server_version(&client.server_info().version)?;
         let js = async_nats::jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
-            .build(client);
+            .build(client.clone());
         let replicas = config.replicas.max(1);
         let jobs = ensure_stream(
             &js,
@@ -415,19 +485,35 @@ impl JetStreamQueue {
                 .map_err(boxed("create a consumer"))?;
             consumers.insert(kind, c);
         }
-        Ok(Self {
+        let hold_prefix = uuid::Uuid::new_v4().simple().to_string();
+        // Subscribed before any claim, so no signal to this handle is missed.
+        let signals = client
+            .subscribe(format!("{WAITING_PREFIX}.{hold_prefix}"))
+            .await
+            .map_err(boxed("subscribe to release signals"))?;
+        let inner = Arc::new(Inner {
+            client,
             js,
             jobs,
             objects,
             dead,
             consumers,
             config,
-            revisions: Mutex::new(HashMap::new()),
-            hold_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            claims: Mutex::new(LiveClaims::default()),
+            hold_prefix,
             holds: std::sync::atomic::AtomicU64::new(0),
-        })
+        });
+        let signals = tokio::spawn(inner.clone().answer_signals(signals));
+        Ok(Self { inner, signals })
     }
 
+    /// The JetStream context (for tools and tests).
+    pub fn context(&self) -> &Context {
+        &self.inner.js
+    }
+}
+
+impl Inner {
     /// A hold id unique across processes: this queue handle's random prefix
     /// and a counter (a uuid per claim cost a getrandom call each).
     fn next_hold_id(&self) -> String {
@@ -435,11 +521,6 @@ impl JetStreamQueue {
             .holds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{}-{n:x}", self.hold_prefix)
-    }
-
-    /// The JetStream context (for tools and tests).
-    pub fn context(&self) -> &Context {
-        &self.js
     }
 
     fn acker(&self, reply: &str) -> Acker {
@@ -599,17 +680,20 @@ impl JetStreamQueue {
                 return Ok(None);
             }
         };
+        let fresh = msg.headers.as_ref().is_some_and(|h| h.get(FRESH).is_some());
         let record = object_record_subject(&subject);
         let policy = (self.config.policy)(kind);
         let hold_id = self.next_hold_id();
         let mut current: Option<(u64, ObjectState)> = None;
         for round in 0..CAS_ROUNDS {
             cas_pause(round).await;
+            let started = tokio::time::Instant::now();
             let now = now_ms();
             let hold = Some(Hold {
                 claim: hold_id.clone(),
                 until_ms: later(now, self.config.lease),
                 kind,
+                seq,
             });
             // The common case first: no record, one write.
             if round > 0 {
@@ -619,6 +703,20 @@ impl JetStreamQueue {
                 None => (0, ObjectState::default()),
                 Some((rev, st)) => (rev, st),
             };
+            // A hold on another message of the object is over when this
+            // message is fresh (published into an empty subject, so the
+            // holder's message was acked) or the hold has expired: a run
+            // that finished and did not write its record back (see
+            // `finish`), or one whose message a newer job replaced, which
+            // is not this job's failure.
+            if let Some(h) = &st.hold
+                && h.seq != 0
+                && h.seq != seq
+                && (fresh || h.until_ms <= now)
+            {
+                st.hold = None;
+                st.waiting = false;
+            }
             if let Some(h) = &st.hold {
                 if h.until_ms > now {
                     // Held: come back when the lease ends; the holder wakes
@@ -629,6 +727,10 @@ impl JetStreamQueue {
                             continue;
                         }
                     }
+                    // Tell the holder's queue handle, which releases the
+                    // hold and wakes this job when the claim ends (it may
+                    // have ended already without writing the record).
+                    self.signal_holder(h, &subject).await?;
                     let wait = Duration::from_millis(h.until_ms - now + 50);
                     self.nak(&reply, wait).await?;
                     return Ok(None);
@@ -674,10 +776,16 @@ impl JetStreamQueue {
             st.not_before_ms = 0;
             match self.write_state(&record, &st, expect).await? {
                 Some(rev) => {
-                    self.revisions
+                    let sure_until = started
+                        + self
+                            .config
+                            .lease
+                            .saturating_sub(lease_margin(self.config.lease));
+                    self.claims
                         .lock()
-                        .expect("revision map")
-                        .insert(hold_id.clone(), rev);
+                        .expect("claims")
+                        .held
+                        .insert(hold_id.clone(), HeldClaim { rev, sure_until });
                     let mut job = job;
                     job.attempt = st.attempts;
                     return Ok(Some(Claim {
@@ -692,6 +800,90 @@ impl JetStreamQueue {
         // Heavy contention on one object: try again shortly.
         self.nak(&reply, Duration::from_millis(20)).await?;
         Ok(None)
+    }
+
+    /// Ends the tracking of `hold_id` if the claim is sure to be still
+    /// this handle's (see [`HeldClaim::sure_until`]); `false` leaves it for
+    /// the checked path.
+    fn end_if_sure(&self, hold_id: &str) -> bool {
+        let mut claims = self.claims.lock().expect("claims");
+        match claims.held.get(hold_id) {
+            Some(c) if tokio::time::Instant::now() < c.sure_until => {
+                claims.held.remove(hold_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Asks the queue handle that holds `h` to release it when its claim
+    /// ends: a core NATS message to that handle (its hold ids start with
+    /// its prefix), so a lost one only costs the wait for the lease.
+    async fn signal_holder(&self, h: &Hold, job_subject: &str) -> Result<(), QueueError> {
+        let Some((prefix, _)) = h.claim.split_once('-') else {
+            return Ok(()); // a hold id of another form: wait for its lease
+        };
+        self.client
+            .publish(
+                format!("{WAITING_PREFIX}.{prefix}"),
+                format!("{} {} {job_subject}", h.claim, h.seq).into(),
+            )
+            .await
+            .map_err(boxed("signal a holder"))
+    }
+
+    /// Answers the signals sent to this handle: a hold still in flight is
+    /// marked, and released by its finish; a hold whose claim has ended
+    /// is released now and its waiting job woken.
+    async fn answer_signals(self: Arc<Self>, mut signals: async_nats::Subscriber) {
+        while let Some(m) = signals.next().await {
+            let text = String::from_utf8_lossy(&m.payload);
+            let mut parts = text.split(' ');
+            let (Some(id), Some(Ok(seq)), Some(job_subject)) = (
+                parts.next(),
+                parts.next().map(str::parse::<u64>),
+                parts.next(),
+            ) else {
+                tracing::debug!(signal = %text, "ignored a malformed release signal");
+                continue;
+            };
+            let ended = {
+                let mut claims = self.claims.lock().expect("claims");
+                if claims.held.contains_key(id) {
+                    claims.signaled.insert(id.to_owned());
+                    false
+                } else {
+                    true
+                }
+            };
+            if ended && let Err(e) = self.release_ended(id, seq, job_subject).await {
+                tracing::warn!(error = %e, object = %job_subject, "could not release an ended hold; the waiting job runs when the lease ends");
+            }
+        }
+    }
+
+    /// Frees the record of an ended claim if it still names the claim's
+    /// hold (the finish did not write it back), then wakes the newest job.
+    async fn release_ended(
+        &self,
+        hold_id: &str,
+        own_seq: u64,
+        job_subject: &str,
+    ) -> Result<(), QueueError> {
+        let record = object_record_subject(job_subject);
+        for round in 0..CAS_ROUNDS {
+            cas_pause(round).await;
+            let Some((rev, st)) = self.read_state(&record).await? else {
+                return Ok(());
+            };
+            if st.hold.as_ref().is_none_or(|h| h.claim != hold_id) {
+                return Ok(()); // released or taken over meanwhile
+            }
+            if self.replace_state(&record, rev, None).await? {
+                return self.wake(job_subject, own_seq).await;
+            }
+        }
+        Err(QueueError::Contended(record))
     }
 
     async fn delete_or_conflict(&self, record: &str, expect: u64) -> Result<bool, QueueError> {
@@ -721,11 +913,11 @@ impl JetStreamQueue {
         claim: &ClaimRef<'_>,
         next: Option<ObjectState>,
     ) -> Result<Option<bool>, QueueError> {
-        let cached = self
-            .revisions
-            .lock()
-            .expect("revision map")
-            .remove(claim.id);
+        let cached = {
+            let mut claims = self.claims.lock().expect("claims");
+            claims.signaled.remove(claim.id);
+            claims.held.remove(claim.id).map(|c| c.rev)
+        };
         // Fast path: the record is as this process last wrote it.
         if let Some(rev) = cached
             && self.replace_state(record, rev, next.as_ref()).await?
@@ -876,6 +1068,12 @@ impl JetStreamQueue {
     }
 }
 
+/// How much sooner than the lease a handle stops trusting its own clock
+/// for a claim: a quarter of the lease, at most two seconds.
+fn lease_margin(lease: Duration) -> Duration {
+    (lease / 4).min(Duration::from_secs(2))
+}
+
 /// Between compare-and-set rounds after the second: a replica answering
 /// direct gets may lag the leader by a few milliseconds, and rereading at
 /// once would see the same stale record.
@@ -894,19 +1092,20 @@ async fn ensure_stream(js: &Context, config: stream::Config) -> Result<Stream, Q
         .map_err(boxed("open a stream"))
 }
 
-impl JobQueue for JetStreamQueue {
+impl Inner {
     async fn publish(&self, job: &Job) -> Result<Published, QueueError> {
         let body: Bytes = serde_json::to_vec(job).expect("jobs serialize").into();
         let id = job.dedupe_id();
         let headers = trace_headers(job.trace.as_ref());
-        // Expecting no pending message tells a new job from a coalesced one.
+        // Expecting no pending message tells a new job from a coalesced
+        // one; only a job stored that way carries the fresh mark.
         match self
             .publish_expecting(
                 job.subject(),
                 body.clone(),
                 Some(0),
                 Some(&id),
-                headers.clone(),
+                Some(fresh_headers(headers.clone())),
             )
             .await?
         {
@@ -973,16 +1172,26 @@ impl JobQueue for JetStreamQueue {
         for round in 0..CAS_ROUNDS {
             cas_pause(round).await;
             let Some((rev, mut st)) = self.held(&record, &c).await? else {
+                self.claims.lock().expect("claims").held.remove(c.id);
                 return Err(QueueError::LeaseLost(claim.job.object_key()));
             };
+            let started = tokio::time::Instant::now();
             if let Some(h) = st.hold.as_mut() {
                 h.until_ms = later(now_ms(), self.config.lease);
             }
             if let Some(new) = self.write_state(&record, &st, rev).await? {
-                self.revisions
-                    .lock()
-                    .expect("revision map")
-                    .insert(c.id.to_owned(), new);
+                let sure_until = started
+                    + self
+                        .config
+                        .lease
+                        .saturating_sub(lease_margin(self.config.lease));
+                self.claims.lock().expect("claims").held.insert(
+                    c.id.to_owned(),
+                    HeldClaim {
+                        rev: new,
+                        sure_until,
+                    },
+                );
                 // Restart the message's ack timer too.
                 return self
                     .acker(c.reply)
@@ -1004,6 +1213,23 @@ impl JobQueue for JetStreamQueue {
         let policy = (self.config.policy)(claim.job.kind);
         match outcome {
             Outcome::Done => {
+                // The common case: a first attempt, finished well inside
+                // its lease by the handle that claimed it. Only the ack:
+                // the record keeps the hold, which the object's next fresh
+                // job or the hold's expiry ends (see `admit`). A waiter
+                // (a newer job that replaced this one meanwhile) signals
+                // this handle, which then releases the record and wakes it.
+                if claim.job.attempt == 0 && claim.history.is_empty() && self.end_if_sure(c.id) {
+                    self.acker(c.reply)
+                        .double_ack()
+                        .await
+                        .map_err(nats("ack a job"))?;
+                    let signaled = self.claims.lock().expect("claims").signaled.remove(c.id);
+                    if signaled {
+                        self.release_ended(c.id, c.seq, &subject).await?;
+                    }
+                    return Ok(Finished::Settled);
+                }
                 let Some(waiting) = self.release(&record, &c, None).await? else {
                     return Ok(Finished::LeaseLost);
                 };
@@ -1077,6 +1303,7 @@ impl JobQueue for JetStreamQueue {
         let mut stats = QueueStats::default();
         let mut held: BTreeMap<String, u64> = BTreeMap::new();
         let now = now_ms();
+        let mut live = Vec::new();
         for m in self
             .read_all(&self.objects, &format!("{OBJECTS_PREFIX}.>"))
             .await?
@@ -1085,7 +1312,27 @@ impl JobQueue for JetStreamQueue {
                 && let Some(h) = st.hold
                 && h.until_ms > now
             {
-                *held.entry(h.kind.as_str().to_owned()).or_default() += 1;
+                live.push((job_subject_of_record(&m.subject), h.kind));
+            }
+        }
+        // A finished claim may leave its hold in the record (see `finish`);
+        // a hold is in flight only while its object has a message (its own,
+        // or a newer one waiting for it).
+        if !live.is_empty() {
+            let mut with_messages = HashSet::new();
+            let mut subjects = self
+                .jobs
+                .info_with_subjects(format!("{}.>", drover_shared::jobs::SUBJECT_PREFIX))
+                .await
+                .map_err(boxed("list pending jobs"))?;
+            while let Some(s) = subjects.next().await {
+                let (subject, _) = s.map_err(boxed("list pending jobs"))?;
+                with_messages.insert(subject);
+            }
+            for (subject, kind) in live {
+                if with_messages.contains(&subject) {
+                    *held.entry(kind.as_str().to_owned()).or_default() += 1;
+                }
             }
         }
         for (kind, consumer) in &self.consumers {
@@ -1145,9 +1392,9 @@ impl JobQueue for JetStreamQueue {
             let body: Bytes = serde_json::to_vec(&job).expect("jobs serialize").into();
             // Never replace a newer pending job of the object.
             let id = format!("replay/{}/{seq}", job.id);
-            let headers = trace_headers(job.trace.as_ref());
+            let headers = fresh_headers(trace_headers(job.trace.as_ref()));
             if self
-                .publish_expecting(job.subject(), body, Some(0), Some(&id), headers)
+                .publish_expecting(job.subject(), body, Some(0), Some(&id), Some(headers))
                 .await?
                 .is_none()
             {
@@ -1181,6 +1428,49 @@ impl JobQueue for JetStreamQueue {
             n += r.purged as usize;
         }
         Ok(n)
+    }
+}
+
+impl JobQueue for JetStreamQueue {
+    async fn publish(&self, job: &Job) -> Result<Published, QueueError> {
+        self.inner.publish(job).await
+    }
+
+    async fn claim(
+        &self,
+        kind: JobKind,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claim>, QueueError> {
+        self.inner.claim(kind, max, wait).await
+    }
+
+    async fn renew(&self, claim: &Claim) -> Result<(), QueueError> {
+        self.inner.renew(claim).await
+    }
+
+    async fn finish(&self, claim: Claim, outcome: Outcome) -> Result<Finished, QueueError> {
+        self.inner.finish(claim, outcome).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.inner.stats().await
+    }
+
+    async fn depth(&self) -> Result<BTreeMap<String, u64>, QueueError> {
+        self.inner.depth().await
+    }
+
+    async fn dead_letters(&self, selector: &JobSelector) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.dead_letters(selector).await
+    }
+
+    async fn replay(&self, selector: &JobSelector) -> Result<usize, QueueError> {
+        self.inner.replay(selector).await
+    }
+
+    async fn purge(&self, scope: PurgeScope) -> Result<usize, QueueError> {
+        self.inner.purge(scope).await
     }
 }
 
@@ -1226,6 +1516,10 @@ mod tests {
         assert_eq!(
             object_record_subject("drover.jobs.bootstrap.k0sworkerconfig.default.w~0"),
             "drover.objects.bootstrap.k0sworkerconfig.default.w~0"
+        );
+        assert_eq!(
+            job_subject_of_record("drover.objects.bootstrap.k0sworkerconfig.default.w~0"),
+            "drover.jobs.bootstrap.k0sworkerconfig.default.w~0"
         );
     }
 }

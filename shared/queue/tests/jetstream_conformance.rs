@@ -58,6 +58,8 @@ mod r3 {
 
     drover_queue::conformance_tests!(cluster;
         objects_are_exclusive,
+        objects_run_again_at_once_after_a_finish,
+        a_change_during_a_claim_runs_right_after_it,
         failures_retry_then_dead_letter,
         changes_do_not_reset_failures,
         leases_expire_and_renew,
@@ -135,4 +137,72 @@ async fn trace_context_travels_in_headers() {
         Some(trace),
         "the payload's own context"
     );
+}
+
+/// Two queue handles (two worker processes): a change that arrives while
+/// one handle's claim runs is claimed by the other as soon as the claim
+/// ends, whether the other tried it meanwhile (and waited) or not. The
+/// holder finishes without writing its record back; the waiter's signal
+/// to the holder's handle is what releases it before the lease runs out.
+#[tokio::test]
+async fn a_change_waits_for_another_handles_claim_and_no_longer() {
+    use drover_queue::{Finished, JobQueue as _, Outcome};
+    use drover_shared::jobs::JobKind;
+
+    let (holder, guard) = single().await;
+    let waiter = JetStreamQueue::connect(config(guard.0.url()))
+        .await
+        .expect("a second handle connects");
+    let soon_enough = PROFILE.lease / 4;
+    for tried_meanwhile in [true, false] {
+        let name = if tried_meanwhile { "tried" } else { "untried" };
+        holder
+            .publish(&conformance::job(JobKind::Bootstrap, name, 1))
+            .await
+            .unwrap();
+        let first = holder
+            .claim(JobKind::Bootstrap, 1, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        waiter
+            .publish(&conformance::job(JobKind::Bootstrap, name, 2))
+            .await
+            .unwrap();
+        if tried_meanwhile {
+            assert!(
+                waiter
+                    .claim(JobKind::Bootstrap, 1, Duration::from_millis(50))
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "held by the other handle"
+            );
+        }
+        assert_eq!(
+            holder
+                .finish(first[0].clone(), Outcome::Done)
+                .await
+                .unwrap(),
+            Finished::Settled
+        );
+        let second = waiter
+            .claim(JobKind::Bootstrap, 1, soon_enough)
+            .await
+            .unwrap();
+        assert_eq!(
+            second.len(),
+            1,
+            "{name}: the change runs within {soon_enough:?} of the other claim's end"
+        );
+        assert_eq!(second[0].job.cause.resource_version, "2");
+        assert_eq!(second[0].job.attempt, 0, "waiting was not a failure");
+        assert_eq!(
+            waiter
+                .finish(second[0].clone(), Outcome::Done)
+                .await
+                .unwrap(),
+            Finished::Settled
+        );
+    }
 }
