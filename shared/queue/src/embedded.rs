@@ -92,7 +92,9 @@ enum Op {
 pub struct EmbeddedQueue {
     db: Arc<Database>,
     ops: std_mpsc::Sender<Op>,
-    wake: Arc<Notify>,
+    /// One per job kind: a publish or finish wakes one claimer of its kind
+    /// (waking them all made every idle claimer scan the queue per job).
+    wake: Arc<[Notify; JobKind::ALL.len()]>,
 }
 
 fn now_ms() -> u64 {
@@ -129,7 +131,7 @@ impl EmbeddedQueue {
         Ok(Self {
             db,
             ops,
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(std::array::from_fn(|_| Notify::new())),
         })
     }
 
@@ -153,7 +155,7 @@ impl EmbeddedQueue {
 impl JobQueue for EmbeddedQueue {
     async fn publish(&self, job: &Job) -> Result<Published, QueueError> {
         let out = self.call(|r| Op::Publish(Box::new(job.clone()), r)).await?;
-        self.wake.notify_waiters();
+        self.wake[job.kind as usize].notify_one();
         Ok(out)
     }
 
@@ -168,7 +170,7 @@ impl JobQueue for EmbeddedQueue {
             .checked_add(wait)
             .unwrap_or(start + Duration::from_secs(365 * 24 * 3600));
         loop {
-            let woken = self.wake.notified();
+            let woken = self.wake[kind as usize].notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let (claims, next_ms) = self.call(|r| Op::Claim(kind, max.max(1), r)).await?;
@@ -195,10 +197,12 @@ impl JobQueue for EmbeddedQueue {
     }
 
     async fn finish(&self, claim: Claim, outcome: Outcome) -> Result<Finished, QueueError> {
+        let kind = claim.job.kind;
         let out = self
             .call(|r| Op::Finish(Box::new(claim), outcome, r))
             .await?;
-        self.wake.notify_waiters();
+        // A newer job of the object may be claimable now.
+        self.wake[kind as usize].notify_one();
         Ok(out)
     }
 
@@ -278,7 +282,9 @@ impl JobQueue for EmbeddedQueue {
 
     async fn replay(&self, selector: &JobSelector) -> Result<usize, QueueError> {
         let n = self.call(|r| Op::Replay(selector.clone(), r)).await?;
-        self.wake.notify_waiters();
+        for w in self.wake.iter() {
+            w.notify_waiters();
+        }
         Ok(n)
     }
 
@@ -600,13 +606,16 @@ fn claim(
     // as jobs are claimed), skipping objects in flight.
     let mut after: Option<(u64, u64)> = None;
     'scan: loop {
+        // Twice what is still wanted (some may be in flight), not more:
+        // each entry read is decoded and copied.
+        let want = (max.saturating_sub(claims.len()) * 2).clamp(8, 256);
         let chunk: Vec<((u64, u64), String)> = {
             let ready = txn.open_table(READY).map_err(storage)?;
             let (from_at, from_seq) = after.map_or((0, 0), |(a, s)| (a, s.saturating_add(1)));
             ready
                 .range((kind.as_str(), from_at, from_seq)..=(kind.as_str(), u64::MAX, u64::MAX))
                 .map_err(storage)?
-                .take(256)
+                .take(want)
                 .map(|r| r.map(|(k, v)| ((k.value().1, k.value().2), v.value().to_owned())))
                 .collect::<Result<_, _>>()
                 .map_err(storage)?
@@ -681,7 +690,7 @@ fn claim_one(
         }
     };
     let lease = Lease {
-        claim_id: uuid::Uuid::new_v4().to_string(),
+        claim_id: next_claim_id(),
         job: rec.job,
         history: rec.history,
         expires_at_ms: later(now, config.lease),
@@ -693,6 +702,16 @@ fn claim_one(
         history: lease.history,
     });
     Ok(true)
+}
+
+/// A claim id unique across processes and restarts: a random prefix per
+/// process, then a counter (a uuid per claim cost a getrandom call each).
+fn next_claim_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
 }
 
 fn put_lease(txn: &WriteTransaction, subject: &str, lease: &Lease) -> Result<(), QueueError> {
