@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use drover_shared::jobs::{Change, Job, JobKind, parse_subject};
 use redb::{
-    Database, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _, TableDefinition,
-    WriteTransaction,
+    Database, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _, Table,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
@@ -293,6 +293,51 @@ impl JobQueue for EmbeddedQueue {
     }
 }
 
+/// Every table, opened once per batch (opening and closing a table for
+/// each step cost more than the step).
+struct Tables<'t> {
+    pending: Table<'t, &'static str, &'static [u8]>,
+    ready: Table<'t, (&'static str, u64, u64), &'static str>,
+    inflight: Table<'t, &'static str, &'static [u8]>,
+    lease_ends: Table<'t, (&'static str, u64, &'static str), ()>,
+    dedupe: Table<'t, &'static str, u64>,
+    dedupe_age: Table<'t, (u64, &'static str), ()>,
+    dead: Table<'t, &'static str, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    /// The sequence counter, read at open and written back by `close`.
+    seq: u64,
+    seq_dirty: bool,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, QueueError> {
+        Ok(Self {
+            pending: txn.open_table(PENDING).map_err(storage)?,
+            ready: txn.open_table(READY).map_err(storage)?,
+            inflight: txn.open_table(INFLIGHT).map_err(storage)?,
+            lease_ends: txn.open_table(LEASE_ENDS).map_err(storage)?,
+            dedupe: txn.open_table(DEDUPE).map_err(storage)?,
+            dedupe_age: txn.open_table(DEDUPE_AGE).map_err(storage)?,
+            dead: txn.open_table(DEAD).map_err(storage)?,
+            meta: txn.open_table(META).map_err(storage)?,
+            seq: 0,
+            seq_dirty: false,
+        })
+        .and_then(|mut t| {
+            t.seq = t.meta.get("seq").map_err(storage)?.map_or(0, |v| v.value());
+            Ok(t)
+        })
+    }
+
+    /// Writes back what is kept in memory during the batch.
+    fn close(mut self) -> Result<(), QueueError> {
+        if self.seq_dirty {
+            self.meta.insert("seq", self.seq).map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
 /// The writer thread: batches of operations, one transaction and one commit
 /// each. If any operation of a batch fails, the batch's transaction is
 /// dropped (nothing of it is written) and each operation runs again in a
@@ -308,8 +353,12 @@ fn writer(db: &Database, rx: &std_mpsc::Receiver<Op>, config: &EmbeddedConfig) {
             }
         }
         let together = db.begin_write().map_err(storage).and_then(|txn| {
-            let results: Vec<Result<OpOut, QueueError>> =
-                batch.iter().map(|op| op.run(&txn, config)).collect();
+            let results: Vec<Result<OpOut, QueueError>> = {
+                let mut t = Tables::open(&txn)?;
+                let results = batch.iter().map(|op| op.run(&mut t, config)).collect();
+                t.close()?;
+                results
+            };
             if results.iter().any(Result::is_err) {
                 return Ok(None); // dropping the transaction aborts it
             }
@@ -325,7 +374,9 @@ fn writer(db: &Database, rx: &std_mpsc::Receiver<Op>, config: &EmbeddedConfig) {
             Ok(None) => {
                 for op in batch {
                     let r = db.begin_write().map_err(storage).and_then(|txn| {
-                        let r = op.run(&txn, config)?;
+                        let mut t = Tables::open(&txn)?;
+                        let r = op.run(&mut t, config)?;
+                        t.close()?;
                         txn.commit().map_err(storage)?;
                         Ok(r)
                     });
@@ -356,21 +407,21 @@ enum OpOut {
 }
 
 impl Op {
-    /// Applies the operation inside `txn`.
-    fn run(&self, txn: &WriteTransaction, config: &EmbeddedConfig) -> Result<OpOut, QueueError> {
+    /// Applies the operation to the batch's tables.
+    fn run(&self, t: &mut Tables<'_>, config: &EmbeddedConfig) -> Result<OpOut, QueueError> {
         let now = now_ms();
         Ok(match self {
-            Op::Publish(job, _) => OpOut::Published(publish(txn, job, now, config)?),
+            Op::Publish(job, _) => OpOut::Published(publish(t, job, now, config)?),
             Op::Claim(kind, max, _) => {
-                let (c, wake) = claim(txn, *kind, *max, now, config)?;
+                let (c, wake) = claim(t, *kind, *max, now, config)?;
                 OpOut::Claimed(c, wake)
             }
-            Op::Renew(subject, id, _) => OpOut::Renewed(renew(txn, subject, id, now, config)?),
+            Op::Renew(subject, id, _) => OpOut::Renewed(renew(t, subject, id, now, config)?),
             Op::Finish(c, outcome, _) => {
-                OpOut::Finished(finish(txn, (**c).clone(), outcome.clone(), now, config)?)
+                OpOut::Finished(finish(t, (**c).clone(), outcome.clone(), now, config)?)
             }
-            Op::Replay(sel, _) => OpOut::Count(replay(txn, sel, now)?),
-            Op::Purge(scope, _) => OpOut::Count(purge(txn, *scope)?),
+            Op::Replay(sel, _) => OpOut::Count(replay(t, sel, now)?),
+            Op::Purge(scope, _) => OpOut::Count(purge(t, *scope)?),
         })
     }
 
@@ -427,26 +478,24 @@ impl Op {
     }
 }
 
-fn next_seq(txn: &WriteTransaction) -> Result<u64, QueueError> {
-    let mut meta = txn.open_table(META).map_err(storage)?;
-    let seq = meta.get("seq").map_err(storage)?.map_or(0, |v| v.value()) + 1;
-    meta.insert("seq", seq).map_err(storage)?;
-    Ok(seq)
+fn next_seq(t: &mut Tables<'_>) -> Result<u64, QueueError> {
+    t.seq += 1;
+    t.seq_dirty = true;
+    Ok(t.seq)
 }
 
 /// Makes `job` the pending job of its object, ready at `ready_at_ms`
 /// (replacing any pending one). Returns whether one was replaced.
 fn enqueue(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     job: Job,
     history: Vec<AttemptRecord>,
     ready_at_ms: u64,
 ) -> Result<bool, QueueError> {
     let subject = job.subject();
-    let seq = next_seq(txn)?;
-    let mut pending = txn.open_table(PENDING).map_err(storage)?;
-    let mut ready = txn.open_table(READY).map_err(storage)?;
-    let prev = pending
+    let seq = next_seq(t)?;
+    let prev = t
+        .pending
         .get(subject.as_str())
         .map_err(storage)?
         .map(|v| v.value().to_vec());
@@ -455,14 +504,14 @@ fn enqueue(
         Some((Ok(p), _)) => Some(p),
         Some((Err(e), bytes)) => {
             // Its ready entry is left dangling; claims drop such entries.
-            quarantine(txn, &subject, &bytes, &e, now_ms())?;
+            quarantine(t, &subject, &bytes, &e, now_ms())?;
             None
         }
         None => None,
     };
     let replaced = match prev {
         Some(p) => {
-            ready
+            t.ready
                 .remove((p.job.kind.as_str(), p.ready_at_ms, p.seq))
                 .map_err(storage)?;
             // Newest wins, but a failing object keeps its failures and its
@@ -484,17 +533,17 @@ fn enqueue(
         seq,
         history,
     };
-    pending
+    t.pending
         .insert(subject.as_str(), encode(&rec).as_slice())
         .map_err(storage)?;
-    ready
+    t.ready
         .insert((kind.as_str(), ready_at_ms, seq), subject.as_str())
         .map_err(storage)?;
     Ok(replaced)
 }
 
 fn publish(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     job: &Job,
     now: u64,
     config: &EmbeddedConfig,
@@ -502,8 +551,8 @@ fn publish(
     let window = config.dedupe_window.as_millis() as u64;
     let id = job.dedupe_id();
     {
-        let mut dedupe = txn.open_table(DEDUPE).map_err(storage)?;
-        let mut age = txn.open_table(DEDUPE_AGE).map_err(storage)?;
+        let dedupe = &mut t.dedupe;
+        let age = &mut t.dedupe_age;
         // Forget ids older than the window (a bounded number per publish).
         let cutoff = now.saturating_sub(window);
         let old: Vec<(u64, String)> = age
@@ -530,7 +579,7 @@ fn publish(
         dedupe.insert(id.as_str(), now).map_err(storage)?;
         age.insert((now, id.as_str()), ()).map_err(storage)?;
     }
-    Ok(if enqueue(txn, job.clone(), Vec::new(), now)? {
+    Ok(if enqueue(t, job.clone(), Vec::new(), now)? {
         Published::Coalesced
     } else {
         Published::Queued
@@ -538,7 +587,7 @@ fn publish(
 }
 
 fn claim(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     kind: JobKind,
     max: usize,
     now: u64,
@@ -548,7 +597,7 @@ fn claim(
     // Leases of dead workers come back: expired claims are pending again
     // (unless a newer job for the object is already pending).
     let expired: Vec<String> = {
-        let ends = txn.open_table(LEASE_ENDS).map_err(storage)?;
+        let ends = &t.lease_ends;
         let mut out = Vec::new();
         for row in ends
             .range((kind.as_str(), 0u64, "")..=(kind.as_str(), u64::MAX, "\u{10FFFF}"))
@@ -565,9 +614,8 @@ fn claim(
         out
     };
     for subject in expired {
-        let bytes = txn
-            .open_table(INFLIGHT)
-            .map_err(storage)?
+        let bytes = t
+            .inflight
             .get(subject.as_str())
             .map_err(storage)?
             .map(|v| v.value().to_vec());
@@ -575,24 +623,20 @@ fn claim(
         let lease: Lease = match decode(&subject, &bytes) {
             Ok(lease) => lease,
             Err(e) => {
-                txn.open_table(INFLIGHT)
-                    .map_err(storage)?
-                    .remove(subject.as_str())
-                    .map_err(storage)?;
-                txn.open_table(LEASE_ENDS)
-                    .map_err(storage)?
+                t.inflight.remove(subject.as_str()).map_err(storage)?;
+                t.lease_ends
                     .retain(|k, _| k.2 != subject.as_str())
                     .map_err(storage)?;
-                quarantine(txn, &subject, &bytes, &e, now)?;
+                quarantine(t, &subject, &bytes, &e, now)?;
                 continue;
             }
         };
-        take_lease(txn, &subject, &lease.claim_id)?;
+        take_lease(t, &subject, &lease.claim_id)?;
         // A worker that died (or hung) mid-job counts as a failed attempt,
         // so a job that kills its workers ends in the dead letters.
         tracing::warn!(subject = %subject, job = %lease.job.id, "claim expired; the job counts a failed attempt");
         record_failure(
-            txn,
+            t,
             lease.job,
             lease.history,
             "lease expired: the worker stopped renewing its claim".into(),
@@ -610,7 +654,7 @@ fn claim(
         // each entry read is decoded and copied.
         let want = (max.saturating_sub(claims.len()) * 2).clamp(8, 256);
         let chunk: Vec<((u64, u64), String)> = {
-            let ready = txn.open_table(READY).map_err(storage)?;
+            let ready = &t.ready;
             let (from_at, from_seq) = after.map_or((0, 0), |(a, s)| (a, s.saturating_add(1)));
             ready
                 .range((kind.as_str(), from_at, from_seq)..=(kind.as_str(), u64::MAX, u64::MAX))
@@ -632,7 +676,7 @@ fn claim(
             if claims.len() >= max {
                 break 'scan;
             }
-            if claim_one(txn, kind, ready_at, seq, &subject, now, config, &mut claims)? {
+            if claim_one(t, kind, ready_at, seq, &subject, now, config, &mut claims)? {
                 let end = later(now, config.lease);
                 earliest_lease_end = Some(earliest_lease_end.map_or(end, |e| e.min(end)));
             }
@@ -649,7 +693,7 @@ fn claim(
 /// Claims the job at one ready-index entry unless its object is in flight.
 #[allow(clippy::too_many_arguments)]
 fn claim_one(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     kind: JobKind,
     ready_at: u64,
     seq: u64,
@@ -659,23 +703,15 @@ fn claim_one(
     claims: &mut Vec<Claim>,
 ) -> Result<bool, QueueError> {
     // Exclusive: an object in flight waits for its claim to end.
-    if txn
-        .open_table(INFLIGHT)
-        .map_err(storage)?
-        .get(subject)
-        .map_err(storage)?
-        .is_some()
-    {
+    if t.inflight.get(subject).map_err(storage)?.is_some() {
         return Ok(false);
     }
-    let bytes = txn
-        .open_table(PENDING)
-        .map_err(storage)?
+    let bytes = t
+        .pending
         .remove(subject)
         .map_err(storage)?
         .map(|v| v.value().to_vec());
-    txn.open_table(READY)
-        .map_err(storage)?
+    t.ready
         .remove((kind.as_str(), ready_at, seq))
         .map_err(storage)?;
     let Some(bytes) = bytes else {
@@ -685,7 +721,7 @@ fn claim_one(
         Ok(rec) => rec,
         Err(e) => {
             // One bad record must not block every claim of its kind.
-            quarantine(txn, subject, &bytes, &e, now)?;
+            quarantine(t, subject, &bytes, &e, now)?;
             return Ok(false);
         }
     };
@@ -695,7 +731,7 @@ fn claim_one(
         history: rec.history,
         expires_at_ms: later(now, config.lease),
     };
-    put_lease(txn, subject, &lease)?;
+    put_lease(t, subject, &lease)?;
     claims.push(Claim {
         job: lease.job,
         claim_id: lease.claim_id,
@@ -714,13 +750,11 @@ fn next_claim_id() -> String {
     format!("{prefix}-{n:x}")
 }
 
-fn put_lease(txn: &WriteTransaction, subject: &str, lease: &Lease) -> Result<(), QueueError> {
-    txn.open_table(INFLIGHT)
-        .map_err(storage)?
+fn put_lease(t: &mut Tables<'_>, subject: &str, lease: &Lease) -> Result<(), QueueError> {
+    t.inflight
         .insert(subject, encode(lease).as_slice())
         .map_err(storage)?;
-    txn.open_table(LEASE_ENDS)
-        .map_err(storage)?
+    t.lease_ends
         .insert((lease.job.kind.as_str(), lease.expires_at_ms, subject), ())
         .map_err(storage)?;
     Ok(())
@@ -728,11 +762,11 @@ fn put_lease(txn: &WriteTransaction, subject: &str, lease: &Lease) -> Result<(),
 
 /// Removes the lease on `subject` if it is `claim_id`'s.
 fn take_lease(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     subject: &str,
     claim_id: &str,
 ) -> Result<Option<Lease>, QueueError> {
-    let mut inflight = txn.open_table(INFLIGHT).map_err(storage)?;
+    let inflight = &mut t.inflight;
     let bytes = inflight
         .get(subject)
         .map_err(storage)?
@@ -743,8 +777,7 @@ fn take_lease(
         return Ok(None);
     }
     inflight.remove(subject).map_err(storage)?;
-    txn.open_table(LEASE_ENDS)
-        .map_err(storage)?
+    t.lease_ends
         .remove((lease.job.kind.as_str(), lease.expires_at_ms, subject))
         .map_err(storage)?;
     Ok(Some(lease))
@@ -753,17 +786,17 @@ fn take_lease(
 /// Extends a lease; `false` when it is no longer this claim's (a normal
 /// outcome, not an error, so it does not abort the batch).
 fn renew(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     subject: &str,
     claim_id: &str,
     now: u64,
     config: &EmbeddedConfig,
 ) -> Result<bool, QueueError> {
-    let Some(mut lease) = take_lease(txn, subject, claim_id)? else {
+    let Some(mut lease) = take_lease(t, subject, claim_id)? else {
         return Ok(false);
     };
     lease.expires_at_ms = later(now, config.lease);
-    put_lease(txn, subject, &lease)?;
+    put_lease(t, subject, &lease)?;
     Ok(true)
 }
 
@@ -775,7 +808,7 @@ fn later(now: u64, d: Duration) -> u64 {
 /// Moves a record that does not decode to the dead letters, bytes and
 /// error kept, so the queue goes on around it.
 fn quarantine(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     subject: &str,
     bytes: &[u8],
     error: &QueueError,
@@ -784,15 +817,14 @@ fn quarantine(
     tracing::error!(subject = %subject, error = %error, "undecodable queue record moved to the dead letters");
     let d = DeadLetter::malformed(subject, bytes, error.to_string(), now);
     let key = format!("{now:020}/{}", d.job.id);
-    txn.open_table(DEAD)
-        .map_err(storage)?
+    t.dead
         .insert(key.as_str(), encode(&d).as_slice())
         .map_err(storage)?;
     Ok(())
 }
 
 fn dead_letter(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     job: Job,
     error: String,
     history: Vec<AttemptRecord>,
@@ -807,47 +839,41 @@ fn dead_letter(
         dead_at_ms: now,
         raw: None,
     };
-    txn.open_table(DEAD)
-        .map_err(storage)?
+    t.dead
         .insert(key.as_str(), encode(&d).as_slice())
         .map_err(storage)?;
     Ok(())
 }
 
 fn finish(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     c: Claim,
     outcome: Outcome,
     now: u64,
     config: &EmbeddedConfig,
 ) -> Result<Finished, QueueError> {
     let subject = c.job.subject();
-    let Some(lease) = take_lease(txn, &subject, &c.claim_id)? else {
+    let Some(lease) = take_lease(t, &subject, &c.claim_id)? else {
         return Ok(Finished::LeaseLost);
     };
-    let newer_pending = txn
-        .open_table(PENDING)
-        .map_err(storage)?
-        .get(subject.as_str())
-        .map_err(storage)?
-        .is_some();
+    let newer_pending = t.pending.get(subject.as_str()).map_err(storage)?.is_some();
     let (job, mut history) = (lease.job, lease.history);
     match outcome {
         Outcome::Done => Ok(Finished::Settled),
         Outcome::RunAfter(d) => {
             // A newer pending job already makes the object run again.
             if !newer_pending {
-                enqueue(txn, job, history, later(now, d))?;
+                enqueue(t, job, history, later(now, d))?;
             }
             Ok(Finished::Settled)
         }
-        Outcome::Retry(error) => record_failure(txn, job, history, error, now, config),
+        Outcome::Retry(error) => record_failure(t, job, history, error, now, config),
         Outcome::DeadLetter(error) => {
             history.push(AttemptRecord {
                 at_ms: now,
                 error: error.clone(),
             });
-            dead_letter(txn, job, error, history, now)?;
+            dead_letter(t, job, error, history, now)?;
             Ok(Finished::DeadLettered)
         }
     }
@@ -857,7 +883,7 @@ fn finish(
 /// at its limit. A newer pending job for the object keeps its content but
 /// takes over the failures and the backoff, so changes cannot reset them.
 fn record_failure(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     mut job: Job,
     mut history: Vec<AttemptRecord>,
     error: String,
@@ -871,9 +897,8 @@ fn record_failure(
     job.attempt += 1;
     let policy = (config.policy)(job.kind);
     let subject = job.subject();
-    let newer = txn
-        .open_table(PENDING)
-        .map_err(storage)?
+    let newer = t
+        .pending
         .get(subject.as_str())
         .map_err(storage)?
         .map(|v| v.value().to_vec());
@@ -882,10 +907,10 @@ fn record_failure(
     let delay = policy.delay(job.attempt);
     let attempt = job.attempt;
     let result = if exhausted {
-        dead_letter(txn, job, error, history.clone(), now)?;
+        dead_letter(t, job, error, history.clone(), now)?;
         Finished::DeadLettered
     } else if newer.is_none() {
-        enqueue(txn, job, history.clone(), later(now, delay))?;
+        enqueue(t, job, history.clone(), later(now, delay))?;
         Finished::Retrying(delay)
     } else {
         Finished::Retrying(delay)
@@ -893,14 +918,14 @@ fn record_failure(
     if let Some(p) = newer {
         let mut next = p.job;
         next.attempt = attempt;
-        enqueue(txn, next, history, p.ready_at_ms.max(later(now, delay)))?;
+        enqueue(t, next, history, p.ready_at_ms.max(later(now, delay)))?;
     }
     Ok(result)
 }
 
-fn replay(txn: &WriteTransaction, selector: &JobSelector, now: u64) -> Result<usize, QueueError> {
+fn replay(t: &mut Tables<'_>, selector: &JobSelector, now: u64) -> Result<usize, QueueError> {
     let matching: Vec<(String, DeadLetter)> = {
-        let dead = txn.open_table(DEAD).map_err(storage)?;
+        let dead = &t.dead;
         let mut out = Vec::new();
         for row in dead.iter().map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
@@ -916,41 +941,34 @@ fn replay(txn: &WriteTransaction, selector: &JobSelector, now: u64) -> Result<us
     for (key, d) in &matching {
         // A newer pending job for the object already runs it (newest wins);
         // the dead letter stays for the record.
-        let pending = txn
-            .open_table(PENDING)
-            .map_err(storage)?
+        let pending = t
+            .pending
             .get(d.job.subject().as_str())
             .map_err(storage)?
             .is_some();
         if pending {
             continue;
         }
-        txn.open_table(DEAD)
-            .map_err(storage)?
-            .remove(key.as_str())
-            .map_err(storage)?;
+        t.dead.remove(key.as_str()).map_err(storage)?;
         let mut job = d.job.clone();
         job.attempt = 0;
         job.cause.change = Change::Replay;
-        enqueue(txn, job, Vec::new(), now)?;
+        enqueue(t, job, Vec::new(), now)?;
         replayed += 1;
     }
     Ok(replayed)
 }
 
-fn purge(txn: &WriteTransaction, scope: PurgeScope) -> Result<usize, QueueError> {
+fn purge(t: &mut Tables<'_>, scope: PurgeScope) -> Result<usize, QueueError> {
     let mut n = 0;
     if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
-        let mut pending = txn.open_table(PENDING).map_err(storage)?;
+        let pending = &mut t.pending;
         n += pending.len().map_err(storage)? as usize;
         pending.retain(|_, _| false).map_err(storage)?;
-        txn.open_table(READY)
-            .map_err(storage)?
-            .retain(|_, _| false)
-            .map_err(storage)?;
+        t.ready.retain(|_, _| false).map_err(storage)?;
     }
     if matches!(scope, PurgeScope::Dead | PurgeScope::All) {
-        let mut dead = txn.open_table(DEAD).map_err(storage)?;
+        let dead = &mut t.dead;
         n += dead.len().map_err(storage)? as usize;
         dead.retain(|_, _| false).map_err(storage)?;
     }
