@@ -704,15 +704,15 @@ impl Inner {
                 Some((rev, st)) => (rev, st),
             };
             // A hold on another message of the object is over when this
-            // message is fresh (published into an empty subject, so the
-            // holder's message was acked) or the hold has expired: a run
+            // message is fresh and newer (published into an empty subject
+            // after the holder's message, which was therefore acked; an
+            // older fresh message may be a late delivery of one that a
+            // newer job replaced) or the hold has expired: a run
             // that finished and did not write its record back (see
             // `finish`), or one whose message a newer job replaced, which
             // is not this job's failure.
             if let Some(h) = &st.hold
-                && h.seq != 0
-                && h.seq != seq
-                && (fresh || h.until_ms <= now)
+                && hold_is_over_for(h, seq, fresh, now)
             {
                 st.hold = None;
                 st.waiting = false;
@@ -730,7 +730,7 @@ impl Inner {
                     // Tell the holder's queue handle, which releases the
                     // hold and wakes this job when the claim ends (it may
                     // have ended already without writing the record).
-                    self.signal_holder(h, &subject).await?;
+                    self.signal_holder(h, &subject).await;
                     let wait = Duration::from_millis(h.until_ms - now + 50);
                     self.nak(&reply, wait).await?;
                     return Ok(None);
@@ -774,18 +774,25 @@ impl Inner {
             st.hold = hold;
             st.waiting = false;
             st.not_before_ms = 0;
-            match self.write_state(&record, &st, expect).await? {
+            // Tracked before the write (not yet sure of anything): a waiter
+            // may signal this handle as soon as the hold is stored, and the
+            // signal must find the claim live, not ended.
+            self.track(&hold_id, 0, started);
+            let written = match self.write_state(&record, &st, expect).await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.forget(&hold_id);
+                    return Err(e);
+                }
+            };
+            match written {
                 Some(rev) => {
                     let sure_until = started
                         + self
                             .config
                             .lease
                             .saturating_sub(lease_margin(self.config.lease));
-                    self.claims
-                        .lock()
-                        .expect("claims")
-                        .held
-                        .insert(hold_id.clone(), HeldClaim { rev, sure_until });
+                    self.track(&hold_id, rev, sure_until);
                     let mut job = job;
                     job.attempt = st.attempts;
                     return Ok(Some(Claim {
@@ -794,7 +801,10 @@ impl Inner {
                         history: st.history,
                     }));
                 }
-                None => continue,
+                None => {
+                    self.forget(&hold_id);
+                    continue;
+                }
             }
         }
         // Heavy contention on one object: try again shortly.
@@ -819,17 +829,37 @@ impl Inner {
     /// Asks the queue handle that holds `h` to release it when its claim
     /// ends: a core NATS message to that handle (its hold ids start with
     /// its prefix), so a lost one only costs the wait for the lease.
-    async fn signal_holder(&self, h: &Hold, job_subject: &str) -> Result<(), QueueError> {
+    async fn signal_holder(&self, h: &Hold, job_subject: &str) {
         let Some((prefix, _)) = h.claim.split_once('-') else {
-            return Ok(()); // a hold id of another form: wait for its lease
+            return; // a hold id of another form: wait for its lease
         };
-        self.client
+        // Best effort: failing here must not fail the claim batch.
+        if let Err(e) = self
+            .client
             .publish(
                 format!("{WAITING_PREFIX}.{prefix}"),
                 format!("{} {} {job_subject}", h.claim, h.seq).into(),
             )
             .await
-            .map_err(boxed("signal a holder"))
+        {
+            tracing::debug!(error = %e, object = %job_subject, "could not signal a holder; the job waits for the lease");
+        }
+    }
+
+    /// Tracks (or updates) a claim of this handle.
+    fn track(&self, hold_id: &str, rev: u64, sure_until: tokio::time::Instant) {
+        self.claims
+            .lock()
+            .expect("claims")
+            .held
+            .insert(hold_id.to_owned(), HeldClaim { rev, sure_until });
+    }
+
+    /// Stops tracking a claim of this handle.
+    fn forget(&self, hold_id: &str) {
+        let mut claims = self.claims.lock().expect("claims");
+        claims.held.remove(hold_id);
+        claims.signaled.remove(hold_id);
     }
 
     /// Answers the signals sent to this handle: a hold still in flight is
@@ -913,11 +943,28 @@ impl Inner {
         claim: &ClaimRef<'_>,
         next: Option<ObjectState>,
     ) -> Result<Option<bool>, QueueError> {
-        let cached = {
-            let mut claims = self.claims.lock().expect("claims");
-            claims.signaled.remove(claim.id);
-            claims.held.remove(claim.id).map(|c| c.rev)
-        };
+        // The claim stays tracked until the record is written, so a signal
+        // meanwhile is not taken for an ended claim's (which would free the
+        // record under this release).
+        let cached = self
+            .claims
+            .lock()
+            .expect("claims")
+            .held
+            .get(claim.id)
+            .map(|c| c.rev);
+        let released = self.release_from(record, claim, next, cached).await;
+        self.forget(claim.id);
+        released
+    }
+
+    async fn release_from(
+        &self,
+        record: &str,
+        claim: &ClaimRef<'_>,
+        next: Option<ObjectState>,
+        cached: Option<u64>,
+    ) -> Result<Option<bool>, QueueError> {
         // Fast path: the record is as this process last wrote it.
         if let Some(rev) = cached
             && self.replace_state(record, rev, next.as_ref()).await?
@@ -1068,6 +1115,13 @@ impl Inner {
     }
 }
 
+/// Whether a hold on another message of the object is over for the
+/// message `seq` (see `admit`). Holds of older records (no sequence) and
+/// this message's own hold keep the old rules: wait, or count a failure.
+fn hold_is_over_for(h: &Hold, seq: u64, fresh: bool, now_ms: u64) -> bool {
+    h.seq != 0 && h.seq != seq && ((fresh && seq > h.seq) || h.until_ms <= now_ms)
+}
+
 /// How much sooner than the lease a handle stops trusting its own clock
 /// for a claim: a quarter of the lease, at most two seconds.
 fn lease_margin(lease: Duration) -> Duration {
@@ -1172,7 +1226,7 @@ impl Inner {
         for round in 0..CAS_ROUNDS {
             cas_pause(round).await;
             let Some((rev, mut st)) = self.held(&record, &c).await? else {
-                self.claims.lock().expect("claims").held.remove(c.id);
+                self.forget(c.id);
                 return Err(QueueError::LeaseLost(claim.job.object_key()));
             };
             let started = tokio::time::Instant::now();
@@ -1185,13 +1239,7 @@ impl Inner {
                         .config
                         .lease
                         .saturating_sub(lease_margin(self.config.lease));
-                self.claims.lock().expect("claims").held.insert(
-                    c.id.to_owned(),
-                    HeldClaim {
-                        rev: new,
-                        sure_until,
-                    },
-                );
+                self.track(c.id, new, sure_until);
                 // Restart the message's ack timer too.
                 return self
                     .acker(c.reply)
@@ -1220,11 +1268,9 @@ impl Inner {
                 // (a newer job that replaced this one meanwhile) signals
                 // this handle, which then releases the record and wakes it.
                 if claim.job.attempt == 0 && claim.history.is_empty() && self.end_if_sure(c.id) {
-                    self.acker(c.reply)
-                        .double_ack()
-                        .await
-                        .map_err(nats("ack a job"))?;
+                    let acked = self.acker(c.reply).double_ack().await;
                     let signaled = self.claims.lock().expect("claims").signaled.remove(c.id);
+                    acked.map_err(nats("ack a job"))?;
                     if signaled {
                         self.release_ended(c.id, c.seq, &subject).await?;
                     }
@@ -1312,27 +1358,34 @@ impl Inner {
                 && let Some(h) = st.hold
                 && h.until_ms > now
             {
-                live.push((job_subject_of_record(&m.subject), h.kind));
+                live.push((job_subject_of_record(&m.subject), h));
             }
         }
-        // A finished claim may leave its hold in the record (see `finish`);
-        // a hold is in flight only while its object has a message (its own,
-        // or a newer one waiting for it).
-        if !live.is_empty() {
-            let mut with_messages = HashSet::new();
-            let mut subjects = self
-                .jobs
-                .info_with_subjects(format!("{}.>", drover_shared::jobs::SUBJECT_PREFIX))
-                .await
-                .map_err(boxed("list pending jobs"))?;
-            while let Some(s) = subjects.next().await {
-                let (subject, _) = s.map_err(boxed("list pending jobs"))?;
-                with_messages.insert(subject);
-            }
-            for (subject, kind) in live {
-                if with_messages.contains(&subject) {
-                    *held.entry(kind.as_str().to_owned()).or_default() += 1;
+        // A finished claim may leave its hold in the record (see `finish`).
+        // A hold is in flight while its own message is still there (not
+        // acked), or while a newer job that replaced it waits for it (not
+        // fresh); a fresh newer job means the hold's run is over.
+        let checks = futures_util::stream::iter(live.into_iter().map(|(subject, h)| async move {
+            match self.jobs.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => {
+                    let fresh = m.headers.get(FRESH).is_some();
+                    let in_flight =
+                        h.seq == 0 || m.sequence == h.seq || (m.sequence > h.seq && !fresh);
+                    Ok(in_flight.then_some(h.kind))
                 }
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(QueueError::Nats {
+                    op: "read a pending job",
+                    source: Box::new(e),
+                }),
+            }
+        }))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+        for kind in checks {
+            if let Some(kind) = kind? {
+                *held.entry(kind.as_str().to_owned()).or_default() += 1;
             }
         }
         for (kind, consumer) in &self.consumers {
@@ -1509,6 +1562,27 @@ mod tests {
         assert_eq!(trace_headers(None), None);
         assert_eq!(trace_from_headers(Some(&HeaderMap::new())), None);
         assert_eq!(trace_from_headers(None), None);
+    }
+
+    #[test]
+    fn holds_end_only_for_newer_fresh_messages_or_at_expiry() {
+        let h = |seq, until_ms| Hold {
+            claim: "p-1".into(),
+            until_ms,
+            kind: JobKind::Noop,
+            seq,
+        };
+        let (now, live, gone) = (1_000, 2_000, 900);
+        // A fresh message published after the holder's: its run is over.
+        assert!(hold_is_over_for(&h(10, live), 11, true, now));
+        // A replacement, or a late delivery of an older fresh message: wait.
+        assert!(!hold_is_over_for(&h(10, live), 11, false, now));
+        assert!(!hold_is_over_for(&h(10, live), 9, true, now));
+        // Expired holds of other messages are over (not this job's failure).
+        assert!(hold_is_over_for(&h(10, gone), 11, false, now));
+        // This message's own hold, and holds without a sequence: old rules.
+        assert!(!hold_is_over_for(&h(10, gone), 10, true, now));
+        assert!(!hold_is_over_for(&h(0, gone), 11, true, now));
     }
 
     #[test]
