@@ -24,10 +24,10 @@
 //!
 //! The common finish writes no record: a first attempt that succeeds well
 //! inside its lease is only acked, and its hold stays in the record. The
-//! hold (which names its message's stream sequence) is over for any other
+//! hold (which names its message's stream sequence) is over for a newer
 //! message that is *fresh* (published into an empty subject, which the
 //! publish's expected-sequence check proves, so the holder's message was
-//! acked) or once it has expired. A newer job that replaced the holder's
+//! acked), and for any other message once it has expired. A newer job that replaced the holder's
 //! message is not fresh, so it waits; its claimer then sends a core NATS
 //! signal to the holder's queue handle (`drover.waiting.<handle>`), which
 //! frees the record and wakes the job when the claim ends, or at once if
