@@ -15,6 +15,10 @@ use tokio::process::{Child, Command};
 /// The nats-server version the test scripts install.
 pub const PINNED_VERSION: &str = "2.14.6";
 
+/// The start of [`install_hint`]: a start that failed for this reason is
+/// not retried.
+const INSTALL_MARK: &str = "nats-server was not found";
+
 /// How to get a nats-server, for error messages.
 pub fn install_hint() -> String {
     format!(
@@ -37,13 +41,29 @@ pub fn binary() -> Result<PathBuf, String> {
         .ok_or_else(install_hint)
 }
 
-/// A free loopback port (bound, then released: good enough for tests).
+/// A free loopback port (bound, then released: good enough for tests,
+/// which retry a start that loses the race). Chosen at random below Linux's
+/// ephemeral range (32768 and up), so the many outgoing connections of a
+/// test run cannot take it meanwhile.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    for _ in 0..200 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(u64::from(std::process::id()));
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// Attempts at starting a server (or a cluster) on newly chosen ports: a
+/// port found free can be taken by another test before the server binds it.
+const START_ATTEMPTS: usize = 5;
 
 /// One running nats-server.
 pub struct NatsServer {
@@ -58,7 +78,15 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a single JetStream server storing under `dir`.
     pub async fn start(dir: &Path) -> Result<Self, String> {
-        Self::start_with(dir, "n0", free_port(), &[]).await
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::start_with(dir, "n0", free_port(), &[]).await {
+                Ok(s) => return Ok(s),
+                Err(e) if e.contains(INSTALL_MARK) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Starts a server with extra command-line arguments.
@@ -93,6 +121,25 @@ impl NatsServer {
 
     /// Starts three servers in one JetStream cluster (for R3 streams).
     pub async fn start_cluster(dir: &Path) -> Result<Vec<Self>, String> {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start_cluster(dir).await {
+                Ok(servers) => return Ok(servers),
+                Err(e) if e.contains(INSTALL_MARK) => return Err(e),
+                Err(e) => {
+                    // A fresh store for the next attempt: the failed one's
+                    // servers (killed on drop) may have written cluster state.
+                    for i in 0..3 {
+                        let _ = std::fs::remove_dir_all(dir.join(format!("n{i}")));
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn try_start_cluster(dir: &Path) -> Result<Vec<Self>, String> {
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes = ports
             .iter()
