@@ -311,6 +311,8 @@ struct Tables<'t> {
 
 impl<'t> Tables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Self, QueueError> {
+        let meta = txn.open_table(META).map_err(storage)?;
+        let seq = meta.get("seq").map_err(storage)?.map_or(0, |v| v.value());
         Ok(Self {
             pending: txn.open_table(PENDING).map_err(storage)?,
             ready: txn.open_table(READY).map_err(storage)?,
@@ -319,13 +321,9 @@ impl<'t> Tables<'t> {
             dedupe: txn.open_table(DEDUPE).map_err(storage)?,
             dedupe_age: txn.open_table(DEDUPE_AGE).map_err(storage)?,
             dead: txn.open_table(DEAD).map_err(storage)?,
-            meta: txn.open_table(META).map_err(storage)?,
-            seq: 0,
+            meta,
+            seq,
             seq_dirty: false,
-        })
-        .and_then(|mut t| {
-            t.seq = t.meta.get("seq").map_err(storage)?.map_or(0, |v| v.value());
-            Ok(t)
         })
     }
 
@@ -478,10 +476,10 @@ impl Op {
     }
 }
 
-fn next_seq(t: &mut Tables<'_>) -> Result<u64, QueueError> {
+fn next_seq(t: &mut Tables<'_>) -> u64 {
     t.seq += 1;
     t.seq_dirty = true;
-    Ok(t.seq)
+    t.seq
 }
 
 /// Makes `job` the pending job of its object, ready at `ready_at_ms`
@@ -493,7 +491,7 @@ fn enqueue(
     ready_at_ms: u64,
 ) -> Result<bool, QueueError> {
     let subject = job.subject();
-    let seq = next_seq(t)?;
+    let seq = next_seq(t);
     let prev = t
         .pending
         .get(subject.as_str())
