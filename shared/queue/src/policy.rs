@@ -38,7 +38,10 @@ impl RetryPolicy {
     /// The delay before retrying after failure number `attempt` (1-based):
     /// doubling from `min_delay`, capped at `max_delay`, jittered.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let n = attempt.max(1) as usize;
+        // The delay stops doubling long before 64 steps (a u64 of
+        // nanoseconds would overflow), and each step is computed: a huge
+        // count must not take minutes.
+        let n = attempt.clamp(1, 64) as usize;
         backon::ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)

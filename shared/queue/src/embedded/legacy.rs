@@ -118,8 +118,31 @@ pub(super) fn migrate(
     }
     let mut buf = Vec::new();
     for (subject, row) in &rows {
+        // Old tables beside `objects` (a downgrade, then this version
+        // again): a row of today's layout keeps what it has, and takes
+        // from the old one only the half it lacks.
+        let current = objects
+            .get(subject.as_bytes())
+            .map_err(storage)?
+            .map(|v| super::record::decode(v.value()));
+        let row = match current {
+            Some(Ok(mut cur)) => {
+                if cur.pending.is_none() {
+                    cur.pending = row.pending.clone();
+                }
+                if cur.held.is_none() {
+                    cur.held = row.held.clone();
+                }
+                cur
+            }
+            Some(Err(e)) => {
+                tracing::warn!(subject = %subject, error = %e, "an undecodable row is replaced by the earlier layout's");
+                row.clone()
+            }
+            None => row.clone(),
+        };
         buf.clear();
-        encode(row, &mut buf);
+        encode(&row, &mut buf);
         objects
             .insert(subject.as_bytes(), buf.as_slice())
             .map_err(storage)?;

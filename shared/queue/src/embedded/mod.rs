@@ -333,6 +333,16 @@ fn load(db: &Database, s: &Settings) -> Result<State, QueueError> {
                 .map_err(storage)?;
             objects.remove(key.as_slice()).map_err(storage)?;
         }
+        for subject in state.loaded() {
+            if let Some(row) = state.row(&subject) {
+                tracing::warn!(subject = %subject, "queue row shared its ready time and sequence with another; given a new sequence");
+                let mut buf = Vec::new();
+                record::encode(row, &mut buf);
+                objects
+                    .insert(subject.as_bytes(), buf.as_slice())
+                    .map_err(storage)?;
+            }
+        }
         // Publish ids: forget those past the window, keep the rest in time order.
         let cutoff = now.saturating_sub(state::later(0, s.dedupe_window));
         let mut seen = Vec::new();
@@ -382,6 +392,7 @@ mod tests {
 
     use super::*;
     use crate::conformance::job;
+    use crate::model::Finished;
 
     fn names(q: &[Claim]) -> Vec<&str> {
         let mut names: Vec<_> = q.iter().map(|c| c.job.object.name.as_str()).collect();
@@ -611,5 +622,125 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(q.purge(PurgeScope::All).await.unwrap(), 0);
+    }
+
+    /// Attempt counts come from publishers and the file: the largest one
+    /// dead-letters at its next failure, and the queue goes on.
+    #[tokio::test]
+    async fn the_largest_attempt_count_fails_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = EmbeddedQueue::open(&dir.path().join("q.redb"), EmbeddedConfig::default()).unwrap();
+        let mut j = job(JobKind::Bootstrap, "worn", 1);
+        j.attempt = u32::MAX;
+        q.publish(&j).await.unwrap();
+        let c = q
+            .claim(JobKind::Bootstrap, 1, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(c[0].job.attempt, u32::MAX);
+        assert_eq!(
+            q.finish(c[0].clone(), Outcome::Retry("again".into()))
+                .await
+                .unwrap(),
+            Finished::DeadLettered
+        );
+        let dead = q.dead_letters(&JobSelector::all()).await.unwrap();
+        assert_eq!(dead[0].job.attempt, u32::MAX);
+        q.publish(&job(JobKind::Bootstrap, "next", 1))
+            .await
+            .unwrap();
+    }
+
+    /// Two rows with one ready time and sequence (not a file this queue
+    /// writes) each keep their own place in the ready order.
+    #[tokio::test]
+    async fn rows_that_share_a_sequence_both_stay_claimable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(OBJECTS).unwrap();
+                for name in ["a", "b"] {
+                    let j = job(JobKind::Bootstrap, name, 1);
+                    let row = record::ObjectRow {
+                        pending: Some(record::PendingJob {
+                            ready_at_ms: 0,
+                            seq: 5,
+                            attempt: 0,
+                            job: serde_json::to_vec(&j).unwrap().into(),
+                            history: Vec::new(),
+                        }),
+                        held: None,
+                    };
+                    let mut buf = Vec::new();
+                    record::encode(&row, &mut buf);
+                    t.insert(j.subject().as_bytes(), buf.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let q = EmbeddedQueue::open(&path, EmbeddedConfig::default()).unwrap();
+        assert_eq!(q.stats().await.unwrap().pending["bootstrap"], 2);
+        q.publish(&job(JobKind::Bootstrap, "a", 2)).await.unwrap();
+        let c = q
+            .claim(JobKind::Bootstrap, 10, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(names(&c), ["a", "b"]);
+    }
+
+    /// Old tables beside a row of today's layout (a downgrade, then this
+    /// version again): the row keeps its claim and takes only the half it
+    /// lacks.
+    #[tokio::test]
+    async fn old_tables_beside_new_rows_do_not_replace_them() {
+        const PENDING: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("pending");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let config = EmbeddedConfig::default();
+        let reopen = || {
+            (0..100)
+                .find_map(|_| {
+                    EmbeddedQueue::open(&path, config.clone())
+                        .inspect_err(|_| std::thread::sleep(Duration::from_millis(20)))
+                        .ok()
+                })
+                .expect("the queue file reopens")
+        };
+        let old = job(JobKind::Bootstrap, "x", 1);
+        {
+            let q = reopen();
+            q.publish(&job(JobKind::Bootstrap, "x", 9)).await.unwrap();
+            let c = q
+                .claim(JobKind::Bootstrap, 1, Duration::ZERO)
+                .await
+                .unwrap();
+            assert_eq!(c[0].job.cause.resource_version, "9");
+        }
+        {
+            let db = (0..100)
+                .find_map(|_| {
+                    Database::open(&path)
+                        .inspect_err(|_| std::thread::sleep(Duration::from_millis(20)))
+                        .ok()
+                })
+                .expect("the queue file reopens");
+            let txn = db.begin_write().unwrap();
+            let rec = serde_json::json!({"job": old, "ready_at_ms": 0, "seq": 1, "history": []});
+            txn.open_table(PENDING)
+                .unwrap()
+                .insert(
+                    old.subject().as_str(),
+                    serde_json::to_vec(&rec).unwrap().as_slice(),
+                )
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let q = reopen();
+        let stats = q.stats().await.unwrap();
+        assert_eq!(stats.in_flight["bootstrap"], 1, "{stats:?}");
+        assert_eq!(stats.pending["bootstrap"], 1, "{stats:?}");
     }
 }

@@ -70,6 +70,8 @@ pub(super) struct State {
     /// Publish ids in the order they were seen, to forget them.
     dedupe_age: VecDeque<(u64, Arc<str>)>,
     seq: u64,
+    /// Rows read with another row's (ready time, sequence), until `loaded`.
+    seq_clashes: Vec<Arc<str>>,
 }
 
 /// `now` plus `d`, saturating (a `RunAfter(Duration::MAX)` must not overflow).
@@ -102,15 +104,42 @@ fn decode_job(bytes: &[u8], attempt: u32) -> Option<Job> {
 
 impl State {
     /// Adds a row read from the file.
-    pub fn load_row(&mut self, subject: Arc<str>, kind: JobKind, row: ObjectRow) {
-        if let Some(p) = &row.pending {
+    pub fn load_row(&mut self, subject: Arc<str>, kind: JobKind, mut row: ObjectRow) {
+        if let Some(p) = &mut row.pending {
             self.seq = self.seq.max(p.seq);
-            self.ready[kind as usize].insert((p.ready_at_ms, p.seq), subject.clone());
+            // Two rows with one (time, sequence): not a file this queue
+            // wrote, but each pending job needs its own ready entry. The
+            // sequence is moved past every row's (see `loaded`).
+            match self.ready[kind as usize].entry((p.ready_at_ms, p.seq)) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    self.seq_clashes.push(subject.clone());
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(subject.clone());
+                }
+            }
         }
         if let Some(h) = &row.held {
             self.lease_ends[kind as usize].insert((h.expires_at_ms, subject.clone()));
         }
         self.objects.insert(subject, (kind, row));
+    }
+
+    /// Ends a load: gives rows that clashed a new sequence (past every
+    /// row's) and their own ready entry. Returns them, to be written back.
+    pub fn loaded(&mut self) -> Vec<Arc<str>> {
+        let clashes = std::mem::take(&mut self.seq_clashes);
+        for subject in &clashes {
+            self.seq += 1;
+            let seq = self.seq;
+            if let Some((kind, row)) = self.objects.get_mut(subject)
+                && let Some(p) = row.pending.as_mut()
+            {
+                p.seq = seq;
+                self.ready[*kind as usize].insert((p.ready_at_ms, seq), subject.clone());
+            }
+        }
+        clashes
     }
 
     /// Adds a publish id read from the file (call in time order).
@@ -428,10 +457,16 @@ impl State {
             at_ms: now,
             error: error.clone(),
         });
-        let attempt = h.attempt + 1;
+        // Saturating: the count comes from the publisher or the file.
+        let attempt = h.attempt.saturating_add(1);
         let policy = (s.policy)(kind);
         let delay = policy.delay(attempt);
-        let newer = self.take_pending(&subject, kind);
+        // Re-enqueued below, where `enqueue` merges it with itself as the
+        // old code did (its own count wins if it is higher).
+        let newer = self
+            .row(&subject)
+            .and_then(|r| r.pending.as_ref())
+            .map(|p| (p.job.clone(), p.ready_at_ms));
         let result = if attempt >= policy.max_attempts.max(1) {
             dead_letter(&subject, &h.job, attempt, error, history.clone(), now, ch);
             Finished::DeadLettered
@@ -449,23 +484,12 @@ impl State {
             }
             Finished::Retrying(delay)
         };
-        if let Some(p) = newer {
-            let at = p.ready_at_ms.max(later(now, delay));
-            self.enqueue(subject.clone(), kind, p.job, attempt, history, at, ch);
+        if let Some((job, ready_at_ms)) = newer {
+            let at = ready_at_ms.max(later(now, delay));
+            self.enqueue(subject.clone(), kind, job, attempt, history, at, ch);
         }
         ch.objects.push(subject);
         result
-    }
-
-    /// Takes `subject`'s pending job out (and out of the ready index).
-    fn take_pending(&mut self, subject: &str, kind: JobKind) -> Option<PendingJob> {
-        let (_, row) = self.objects.get_mut(subject)?;
-        let p = row.pending.take()?;
-        if row.is_empty() {
-            self.objects.remove(subject);
-        }
-        self.ready[kind as usize].remove(&(p.ready_at_ms, p.seq));
-        Some(p)
     }
 
     /// Drops every pending job (claims in flight stay); returns how many.

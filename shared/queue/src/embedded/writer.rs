@@ -221,8 +221,22 @@ pub(super) fn start(
     Ok(ops)
 }
 
+/// Tells the applier when the committer thread unwinds: it would wait for
+/// that batch forever, and with it every caller after.
+struct Unwinding<'a>(&'a std_mpsc::Sender<Op>);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let why = "the queue's committer thread panicked".to_owned();
+            let _ = self.0.send(Op::Committed(Some(why)));
+        }
+    }
+}
+
 /// The committer thread.
 fn commit_batches(db: &Database, rx: &std_mpsc::Receiver<Work>, back: &std_mpsc::Sender<Op>) {
+    let _unwinding = Unwinding(back);
     while let Ok(work) = rx.recv() {
         let result = if work.writes.is_empty() {
             Ok(())
