@@ -3,8 +3,9 @@
 /// What can go wrong in a queue operation.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// The embedded store failed (disk full, corrupt file, ...). Not retryable
-    /// by the caller without operator help.
+    /// The embedded store failed (disk full, I/O error, corrupt file). The
+    /// queue opens its file again on a later call, so trying again may
+    /// succeed once the disk is mended.
     #[error("queue storage: {0}")]
     Storage(#[from] redb::Error),
     /// A stored record did not decode: a bug or a foreign writer.
@@ -48,6 +49,9 @@ pub enum QueueError {
 impl QueueError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Closed | Self::Nats { .. } | Self::Contended(_))
+        matches!(
+            self,
+            Self::Storage(_) | Self::Closed | Self::Nats { .. } | Self::Contended(_)
+        )
     }
 }

@@ -7,8 +7,9 @@
 //! and commits (group commit, `Durability::Immediate`). Only then are the
 //! callers answered, so a publish returns once it is on disk and many
 //! publishes share a fsync. If a write fails, every operation of its batch
-//! gets the error and the state is read again from the file, so memory
-//! never runs ahead of the disk.
+//! gets the error, and the file is opened again ([`file`]) and the state
+//! read back from it, so memory never runs ahead of the disk and the queue
+//! comes back when the disk does.
 //!
 //! Tables:
 //! - `objects`: subject → row ([`record`]): the object's pending job, its
@@ -21,6 +22,7 @@
 //! Files of the earlier layout (a table per index) are moved to this one
 //! when they open ([`legacy`]).
 
+mod file;
 mod legacy;
 mod record;
 mod state;
@@ -36,6 +38,7 @@ use redb::{Database, ReadableDatabase as _, ReadableTable, TableDefinition};
 use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
 
+use self::file::{Opener, QueueFile};
 use self::state::{Claimed, NewJob, Settings, State};
 use self::writer::{Op, Reply};
 use crate::model::{
@@ -88,7 +91,7 @@ pub struct EmbeddedQueue {
 }
 
 struct Shared {
-    db: Arc<Database>,
+    file: Arc<QueueFile>,
     ops: std_mpsc::Sender<Op>,
     /// One per job kind: a publish or finish wakes one claimer of its kind
     /// (waking them all made every idle claimer scan the queue per job).
@@ -136,12 +139,17 @@ impl EmbeddedQueue {
     /// memory, moving records that do not decode to the dead letters and
     /// an earlier layout's tables to this one.
     pub fn open(path: &Path, config: EmbeddedConfig) -> Result<Self, QueueError> {
-        let db = Arc::new(Database::create(path).map_err(storage)?);
-        let state = load(&db, &config.settings())?;
-        let ops = writer::start(db.clone(), config.settings(), state)?;
+        let path = path.to_owned();
+        Self::open_with(Box::new(move || Database::create(&path)), config)
+    }
+
+    fn open_with(opener: Opener, config: EmbeddedConfig) -> Result<Self, QueueError> {
+        let file = Arc::new(QueueFile::open(opener)?);
+        let state = load(&*file.get()?, &config.settings())?;
+        let ops = writer::start(file.clone(), config.settings(), state)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                db,
+                file,
                 ops,
                 wake: std::array::from_fn(|_| Notify::new()),
             }),
@@ -161,7 +169,7 @@ impl EmbeddedQueue {
         &self,
         f: impl FnOnce(&Database) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
-        let db = self.shared.db.clone();
+        let db = self.shared.file.get()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|_| QueueError::Closed)?

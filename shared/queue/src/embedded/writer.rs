@@ -13,9 +13,10 @@
 //! no answer is sent before its batch is on disk, so callers see what they
 //! would see if every operation committed alone.
 //!
-//! If a commit fails, its batch and the operations applied since are
-//! answered with the error, and the state is read again from the file, so
-//! memory never stays ahead of the disk. Replays and purges read the
+//! If a commit fails (or panics), its batch and the operations applied
+//! since are answered with the error, and the file is opened again and the
+//! state read back from it ([`super::file`]), so memory never stays ahead
+//! of the disk and a disk that recovers brings the queue back. Replays and purges read the
 //! dead-letter table, so they run alone, after everything before them is
 //! on disk.
 
@@ -28,6 +29,7 @@ use drover_shared::jobs::{Change, JobKind};
 use redb::{Database, ReadableTable, ReadableTableMetadata as _, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::file::QueueFile;
 use super::state::{Changes, Claimed, NewJob, Settings, State};
 use super::{DEAD, OBJECTS, PUBLISH_IDS, decode, load, now_ms, record, storage};
 use crate::QueueError;
@@ -177,30 +179,31 @@ impl Writes {
 
 /// A batch for the committer.
 struct Work {
+    /// Let go before the answers are sent: a reopen waits for it.
+    db: Arc<Database>,
     writes: Writes,
     answers: Vec<Box<dyn Answer>>,
 }
 
 /// Starts both threads; returns the applier's inbox.
 pub(super) fn start(
-    db: Arc<Database>,
+    file: Arc<QueueFile>,
     s: Settings,
     state: State,
 ) -> Result<std_mpsc::Sender<Op>, QueueError> {
     let (ops, rx) = std_mpsc::channel();
     let (work_tx, work_rx) = std_mpsc::channel::<Work>();
     let back = ops.clone();
-    let committer_db = db.clone();
     let spawn_failed = |e| storage(redb::StorageError::Io(e));
     let committer = std::thread::Builder::new()
         .name("drover-queue-commit".into())
-        .spawn(move || commit_batches(&committer_db, &work_rx, &back))
+        .spawn(move || commit_batches(&work_rx, &back))
         .map_err(spawn_failed)?;
     std::thread::Builder::new()
         .name("drover-queue-apply".into())
         .spawn(move || {
             Applier {
-                db: &db,
+                file: &file,
                 s,
                 rx: &rx,
                 work: Some(work_tx),
@@ -221,36 +224,36 @@ pub(super) fn start(
     Ok(ops)
 }
 
-/// Tells the applier when the committer thread unwinds: it would wait for
-/// that batch forever, and with it every caller after.
-struct Unwinding<'a>(&'a std_mpsc::Sender<Op>);
-
-impl Drop for Unwinding<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let why = "the queue's committer thread panicked".to_owned();
-            let _ = self.0.send(Op::Committed(Some(why)));
-        }
-    }
-}
-
 /// The committer thread.
-fn commit_batches(db: &Database, rx: &std_mpsc::Receiver<Work>, back: &std_mpsc::Sender<Op>) {
-    let _unwinding = Unwinding(back);
-    while let Ok(work) = rx.recv() {
-        let result = if work.writes.is_empty() {
-            Ok(())
-        } else {
+fn commit_batches(rx: &std_mpsc::Receiver<Work>, back: &std_mpsc::Sender<Op>) {
+    while let Ok(Work {
+        db,
+        writes,
+        answers,
+    }) = rx.recv()
+    {
+        // A panic (in redb, or ours) fails the batch like an I/O error
+        // would; the thread goes on, so later batches are not left waiting.
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if writes.is_empty() {
+                return Ok(());
+            }
             db.begin_write().map_err(storage).and_then(|txn| {
-                work.writes.write(&txn)?;
+                writes.write(&txn)?;
                 txn.commit().map_err(storage)
             })
+        }));
+        drop(db);
+        let failed = match committed {
+            Ok(Ok(())) => None,
+            Ok(Err(QueueError::Storage(e))) => Some(e.to_string()),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(panic) => Some(format!("the commit panicked: {}", panic_message(&*panic))),
         };
-        let failed = result.err().map(|e| e.to_string());
         if let Some(msg) = &failed {
-            tracing::error!(error = %msg, "queue: a batch could not be written; reading the file again");
+            tracing::error!(error = %msg, "queue: a batch could not be written; opening the file again");
         }
-        for a in work.answers {
+        for a in answers {
             a.send(failed.as_deref());
         }
         if back.send(Op::Committed(failed)).is_err() {
@@ -259,14 +262,22 @@ fn commit_batches(db: &Database, rx: &std_mpsc::Receiver<Work>, back: &std_mpsc:
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// The applier thread's state.
 struct Applier<'a> {
-    db: &'a Database,
+    file: &'a QueueFile,
     s: Settings,
     rx: &'a std_mpsc::Receiver<Op>,
     /// The committer's inbox (`None` once closed).
     work: Option<std_mpsc::Sender<Work>>,
-    /// `None` after a failed write, until the file is read again.
+    /// `None` after a failed write, until the file is opened and read again.
     state: Option<State>,
     /// What the operations applied since the last hand-over changed...
     open: Changes,
@@ -383,11 +394,13 @@ impl Applier<'_> {
         }
     }
 
-    /// Reads the file again after a failed write (the committer is idle then).
+    /// Opens and reads the file again after a failed write (the committer
+    /// is idle then).
     fn ensure_loaded(&mut self) -> Result<(), String> {
         if self.state.is_none() {
-            let st = load(self.db, &self.s)
-                .map_err(|e| format!("the queue file could not be read again: {e}"))?;
+            let failed = |e| format!("the queue file is unusable after a failed write: {e}");
+            let db = self.file.reopen().map_err(failed)?;
+            let st = load(&db, &self.s).map_err(|e| failed(e.to_string()))?;
             self.state = Some(st);
         }
         Ok(())
@@ -400,7 +413,20 @@ impl Applier<'_> {
         };
         st.forget_old_ids(now_ms(), &self.s, &mut self.open);
         self.callers = self.answers.len();
+        let db = match self.file.get() {
+            Ok(db) => db,
+            Err(e) => {
+                let msg = e.to_string();
+                for a in self.answers.drain(..) {
+                    a.send(Some(&msg));
+                }
+                self.open = Changes::default();
+                self.state = None;
+                return;
+            }
+        };
         let work = Work {
+            db,
             writes: Writes::of(st, std::mem::take(&mut self.open)),
             answers: std::mem::take(&mut self.answers),
         };
@@ -442,7 +468,8 @@ impl Applier<'_> {
         }
         let st = self.state.as_mut().expect("loaded above");
         let mut ch = Changes::default();
-        let result = self.db.begin_write().map_err(storage).and_then(|txn| {
+        let result = self.file.get().and_then(|db| {
+            let txn = db.begin_write().map_err(storage)?;
             let n = {
                 let mut dead = txn.open_table(DEAD).map_err(storage)?;
                 match &op {
@@ -470,7 +497,7 @@ impl Applier<'_> {
             other => return other.fail("internal: not a replay or purge"),
         };
         if let Err(e) = &result {
-            tracing::error!(error = %e, "queue: a replay or purge could not be written; reading the file again");
+            tracing::error!(error = %e, "queue: a replay or purge could not be written; opening the file again");
             self.state = None;
         }
         let _ = tx.send(result);
