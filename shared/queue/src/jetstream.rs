@@ -1098,15 +1098,15 @@ impl Inner {
         };
         let mut out = Vec::new();
         for m in self.read_all(&self.dead, &filter).await? {
-            let seq = m
-                .info()
-                .map_err(nats("read a dead letter"))?
-                .stream_sequence;
-            let d: DeadLetter =
-                serde_json::from_slice(&m.payload).map_err(|source| QueueError::Corrupt {
-                    key: format!("{DEAD_STREAM}#{seq}"),
-                    source,
-                })?;
+            let info = m.info().map_err(nats("read a dead letter"))?;
+            let seq = info.stream_sequence;
+            let dead_at_ms =
+                u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            // The subject names the kind and the job id (see `dead_subject`).
+            let mut parts = m.subject.as_str().rsplit('.');
+            let id = parts.next().unwrap_or_default();
+            let kind = parts.nth(1).and_then(JobKind::parse);
+            let d = DeadLetter::stored(id, kind, &m.payload, dead_at_ms);
             if selector.matches(&d.job) {
                 out.push((seq, d));
             }

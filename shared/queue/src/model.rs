@@ -121,6 +121,23 @@ impl DeadLetter {
             raw: Some(String::from_utf8_lossy(&payload[..payload.len().min(4096)]).into_owned()),
         }
     }
+
+    /// A dead letter as a backend stored it. If the bytes do not decode
+    /// (another drover version wrote them, or the store is damaged), it is
+    /// shown as a malformed dead letter under its stored `id` (and `kind`,
+    /// where the store knows it): one bad record hides neither the others
+    /// nor itself, and purge still removes it.
+    pub fn stored(id: &str, kind: Option<JobKind>, bytes: &[u8], dead_at_ms: u64) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_else(|e| {
+            let error = format!("this dead letter does not decode: {e}");
+            let mut d = Self::malformed("", bytes, error, dead_at_ms);
+            d.job.id = id.to_owned();
+            if let Some(kind) = kind {
+                d.job.kind = kind;
+            }
+            d
+        })
+    }
 }
 
 /// Which jobs an operation applies to.

@@ -11,7 +11,9 @@ use std::time::Duration;
 use drover_queue::conformance::job;
 use drover_queue::jetstream::{JetStreamConfig, JetStreamQueue, NatsAuth, NatsTls};
 use drover_queue::nats_server::{self, NatsServer};
-use drover_queue::{JobQueue, JobSelector, Outcome, Published, RetryPolicy};
+use drover_queue::{
+    DeadLetter, JobQueue, JobSelector, Outcome, Published, PurgeScope, RetryPolicy,
+};
 use drover_shared::jobs::JobKind;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::process::{Child, Command};
@@ -327,6 +329,72 @@ async fn a_malformed_payload_is_dead_lettered_and_the_worker_goes_on() {
     );
     // Not replayable: there is no job to run.
     assert_eq!(q.replay(&JobSelector::all()).await.unwrap(), 0);
+}
+
+/// A dead letter that does not decode (another drover version wrote it, or
+/// the store is damaged) is listed and counted under its id and kind, does
+/// not stop the others from being listed or replayed, and purge removes it.
+#[tokio::test]
+async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
+    let (_server, q, _dir) = single_server(Duration::from_secs(5)).await;
+    let js = q.context();
+    let good = DeadLetter {
+        job: job(JobKind::Bootstrap, "good", 1),
+        error: "it failed".into(),
+        history: Vec::new(),
+        dead_at_ms: 1,
+        raw: None,
+    };
+    let dead = [
+        (
+            format!("drover.dead.bootstrap._.{}", good.job.id),
+            serde_json::to_vec(&good).unwrap(),
+        ),
+        (
+            "drover.dead.bootstrap._.from-the-future".to_owned(),
+            b"{\"v\": 9}".to_vec(),
+        ),
+    ];
+    for (subject, bytes) in dead {
+        js.publish(subject, bytes.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let listed = q
+        .dead_letters(&JobSelector {
+            kind: Some(JobKind::Bootstrap),
+            ..JobSelector::all()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let bad = listed
+        .iter()
+        .find(|d| d.raw.is_some())
+        .expect("the bad one is listed");
+    assert_eq!(bad.job.id, "from-the-future");
+    assert!(bad.error.contains("does not decode"), "{}", bad.error);
+    assert!(bad.dead_at_ms > 0, "the time the store gave it");
+    assert_eq!(q.stats().await.unwrap().dead["bootstrap"], 2);
+
+    assert_eq!(
+        q.replay(&JobSelector::all()).await.unwrap(),
+        1,
+        "the good one"
+    );
+    let left = q.dead_letters(&JobSelector::all()).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].job.id, "from-the-future");
+    assert_eq!(q.purge(PurgeScope::Dead).await.unwrap(), 1);
+    assert!(
+        q.dead_letters(&JobSelector::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -252,7 +252,7 @@ impl JobQueue for EmbeddedQueue {
                 if let Ok(t) = txn.open_table(DEAD) {
                     for row in t.iter().map_err(storage)? {
                         let (k, v) = row.map_err(storage)?;
-                        let d: DeadLetter = decode(k.value(), v.value())?;
+                        let d = stored_dead_letter(k.value(), v.value());
                         *stats.dead.entry(d.job.kind.to_string()).or_default() += 1;
                     }
                 }
@@ -289,7 +289,7 @@ impl JobQueue for EmbeddedQueue {
             let mut out = Vec::new();
             for row in t.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                let d: DeadLetter = decode(k.value(), v.value())?;
+                let d = stored_dead_letter(k.value(), v.value());
                 if selector.matches(&d.job) {
                     out.push(d);
                 }
@@ -310,6 +310,13 @@ impl JobQueue for EmbeddedQueue {
     async fn purge(&self, scope: PurgeScope) -> Result<usize, QueueError> {
         self.call(|r| Op::Purge(scope, r)).await
     }
+}
+
+/// The dead letter in a row of `dead` (keyed `time/id`), or a malformed
+/// one that shows the row's bytes.
+fn stored_dead_letter(key: &str, bytes: &[u8]) -> DeadLetter {
+    let (at, id) = key.split_once('/').unwrap_or(("0", key));
+    DeadLetter::stored(id, None, bytes, at.parse().unwrap_or(0))
 }
 
 /// Reads the file into memory (see [`EmbeddedQueue::open`]).
@@ -406,6 +413,67 @@ mod tests {
         let mut names: Vec<_> = q.iter().map(|c| c.job.object.name.as_str()).collect();
         names.sort_unstable();
         names
+    }
+
+    /// A dead letter that does not decode is listed and counted under its
+    /// id, does not stop the others from being listed or replayed, and
+    /// purge removes it.
+    #[tokio::test]
+    async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let good = DeadLetter {
+            job: job(JobKind::Bootstrap, "good", 1),
+            error: "it failed".into(),
+            history: Vec::new(),
+            dead_at_ms: 1,
+            raw: None,
+        };
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(DEAD).unwrap();
+                let key = state::dead_key(1, &good.job.id);
+                t.insert(key.as_str(), serde_json::to_vec(&good).unwrap().as_slice())
+                    .unwrap();
+                t.insert(
+                    state::dead_key(7, "from-the-future").as_str(),
+                    b"{\"v\": 9}".as_slice(),
+                )
+                .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let q = EmbeddedQueue::open(&path, EmbeddedConfig::default()).unwrap();
+        let listed = q.dead_letters(&JobSelector::all()).await.unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        let bad = listed
+            .iter()
+            .find(|d| d.raw.is_some())
+            .expect("the bad one is listed");
+        assert_eq!(
+            (bad.job.id.as_str(), bad.dead_at_ms),
+            ("from-the-future", 7)
+        );
+        assert!(bad.error.contains("does not decode"), "{}", bad.error);
+        assert_eq!(q.stats().await.unwrap().dead.values().sum::<u64>(), 2);
+
+        assert_eq!(
+            q.replay(&JobSelector::all()).await.unwrap(),
+            1,
+            "the good one"
+        );
+        let left = q.dead_letters(&JobSelector::all()).await.unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].job.id, "from-the-future");
+        assert_eq!(q.purge(PurgeScope::Dead).await.unwrap(), 1);
+        assert!(
+            q.dead_letters(&JobSelector::all())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// A row another drover version (or a bug) wrote, which this one

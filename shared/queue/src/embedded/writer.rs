@@ -31,9 +31,9 @@ use tokio::sync::oneshot;
 
 use super::file::QueueFile;
 use super::state::{Changes, Claimed, NewJob, Settings, State};
-use super::{DEAD, OBJECTS, PUBLISH_IDS, decode, load, now_ms, record, storage};
+use super::{DEAD, OBJECTS, PUBLISH_IDS, load, now_ms, record, storage, stored_dead_letter};
 use crate::QueueError;
-use crate::model::{DeadLetter, Finished, JobSelector, Outcome, Published, PurgeScope};
+use crate::model::{Finished, JobSelector, Outcome, Published, PurgeScope};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
@@ -506,8 +506,8 @@ impl Applier<'_> {
 
 /// Puts matching dead letters back as fresh jobs. A newer pending job for
 /// the object already runs it (newest wins): that dead letter stays, for
-/// the record. A dead letter that does not decode is skipped (`drover jobs
-/// dead` shows the error), not a failure of the whole replay.
+/// the record. A dead letter that does not decode has no job to run: it
+/// stays (`drover jobs dead` shows it and why).
 fn replay(
     dead: &mut Table<'_, &'static str, &'static [u8]>,
     st: &mut State,
@@ -518,13 +518,10 @@ fn replay(
     let mut matching = Vec::new();
     for row in dead.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
-        match decode::<DeadLetter>(k.value(), v.value()) {
-            // A malformed record's dead letter has no job to run again.
-            Ok(d) if d.raw.is_none() && selector.matches(&d.job) => {
-                matching.push((k.value().to_owned(), d));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "replay skips a dead letter that does not decode"),
+        let d = stored_dead_letter(k.value(), v.value());
+        // A malformed record's dead letter has no job to run again.
+        if d.raw.is_none() && selector.matches(&d.job) {
+            matching.push((k.value().to_owned(), d));
         }
     }
     let mut replayed = 0;
