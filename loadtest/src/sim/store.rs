@@ -460,7 +460,7 @@ impl Store {
     /// Every page reports the first page's resourceVersion (carried in the
     /// token), so a client that watches from it after the last page sees
     /// every change made while it paged: the pages themselves show the
-    /// latest state, not a snapshot (see ARCHITECTURE.md). A token whose
+    /// latest state, not a snapshot (see loadtest/README.md). A token whose
     /// resourceVersion has left the watch history is 410 Expired, as a real
     /// apiserver's compacted continue token is.
     pub fn list(

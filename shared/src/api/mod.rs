@@ -3,7 +3,7 @@
 //!
 //! Field names, JSON names, enums and defaults follow k0smotron's v1beta2 API
 //! so existing manifests work unchanged. Deliberate differences are listed in
-//! `ARCHITECTURE.md`.
+//! `schemas/README.md`.
 
 pub mod bootstrap;
 pub mod capi;
