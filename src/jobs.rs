@@ -170,7 +170,8 @@ pub enum JobsAction {
 /// What `purge` deletes.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PurgeWhat {
-    /// Pending jobs.
+    /// Pending jobs (not those in flight, nor the next change of an object
+    /// in flight).
     Pending,
     /// Dead letters.
     Dead,

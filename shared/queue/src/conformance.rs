@@ -29,6 +29,8 @@ macro_rules! conformance_tests {
             leases_expire_and_renew,
             duplicates_are_dropped,
             stats_replay_and_purge,
+            purge_keeps_claims_exclusive,
+            purges_among_busy_workers_keep_objects_exclusive,
             changes_do_not_reset_failures,
             abandoned_claims_count_as_failures,
             replay_keeps_newer_jobs_and_huge_delays_are_safe,
@@ -402,6 +404,118 @@ pub async fn stats_replay_and_purge(q: &impl JobQueue) {
     );
     assert_eq!(q.purge(PurgeScope::Pending).await.unwrap(), 2);
     assert!(q.stats().await.unwrap().pending.is_empty());
+}
+
+/// Purge drops pending jobs, but neither a claim in flight nor the next
+/// change of its object, so the object stays exclusive: a change published
+/// after the purge still waits for the claim, then runs.
+pub async fn purge_keeps_claims_exclusive(q: &impl JobQueue) {
+    q.publish(&job(JobKind::Bootstrap, "busy", 1))
+        .await
+        .unwrap();
+    let held = q.claim(JobKind::Bootstrap, 10, SOON).await.unwrap();
+    assert_eq!(held.len(), 1);
+    q.publish(&job(JobKind::Bootstrap, "idle", 1))
+        .await
+        .unwrap();
+    q.publish(&job(JobKind::Bootstrap, "busy", 2))
+        .await
+        .unwrap();
+    let purged = q.purge(PurgeScope::Pending).await.unwrap();
+    q.publish(&job(JobKind::Bootstrap, "busy", 3))
+        .await
+        .unwrap();
+    let during = q
+        .claim(JobKind::Bootstrap, 10, PROFILE.lease / 4)
+        .await
+        .unwrap();
+    assert!(
+        during.is_empty(),
+        "busy is still held and idle's job is gone: {:?}",
+        during
+            .iter()
+            .map(|c| &c.job.object.name)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(purged, 1, "only the job no claim held back");
+    q.finish(held[0].clone(), Outcome::Done).await.unwrap();
+    let after = q
+        .claim(JobKind::Bootstrap, 10, PROFILE.lease / 4)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1, "the newest change runs after the claim");
+    assert_eq!(after[0].job.object.name, "busy");
+    assert_eq!(after[0].job.cause.resource_version, "3");
+    q.finish(after[0].clone(), Outcome::Done).await.unwrap();
+    assert!(q.stats().await.unwrap().pending.is_empty());
+}
+
+/// Purges while workers claim and publishers publish: no object is ever
+/// claimed twice at once, and the queue drains afterwards.
+pub async fn purges_among_busy_workers_keep_objects_exclusive(q: &impl JobQueue) {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    const OBJECTS: u64 = 16;
+    let busy = RefCell::new(HashSet::new());
+    let overlaps = RefCell::new(Vec::new());
+    let publishing = std::cell::Cell::new(true);
+    let publisher = async {
+        for rv in 1..=30 {
+            for o in 0..OBJECTS {
+                q.publish(&job(JobKind::Bootstrap, &format!("o{o}"), rv))
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        publishing.set(false);
+    };
+    let worker = || async {
+        let mut idle_rounds = 0;
+        while publishing.get() || idle_rounds < 5 {
+            let claims = q.claim(JobKind::Bootstrap, 4, SOON).await.unwrap();
+            idle_rounds = if claims.is_empty() {
+                idle_rounds + 1
+            } else {
+                0
+            };
+            for c in &claims {
+                if !busy.borrow_mut().insert(c.job.object.name.clone()) {
+                    overlaps.borrow_mut().push(c.job.object.name.clone());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for c in claims {
+                busy.borrow_mut().remove(&c.job.object.name);
+                q.finish(c, Outcome::Done).await.unwrap();
+            }
+        }
+    };
+    let purger = async {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            q.purge(PurgeScope::Pending).await.unwrap();
+        }
+    };
+    tokio::join!(publisher, worker(), worker(), worker(), purger);
+    assert!(
+        overlaps.borrow().is_empty(),
+        "objects claimed twice at once: {:?}",
+        overlaps.borrow()
+    );
+    // Whatever the last purge left runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = q.stats().await.unwrap();
+        if s.pending.is_empty() && s.in_flight.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not drained: {s:?}");
+        for c in q.claim(JobKind::Bootstrap, 16, SOON).await.unwrap() {
+            q.finish(c, Outcome::Done).await.unwrap();
+        }
+    }
 }
 
 /// 5 and 2 together: changes that arrive while an object keeps failing do

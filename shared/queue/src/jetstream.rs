@@ -43,7 +43,8 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
 use async_nats::jetstream::stream::{
-    self, DirectGetErrorKind, LastRawMessageErrorKind, RetentionPolicy, StorageType, Stream,
+    self, DeleteMessageErrorKind, DirectGetErrorKind, LastRawMessageErrorKind, RetentionPolicy,
+    StorageType, Stream,
 };
 use bytes::Bytes;
 use drover_shared::jobs::{Change, Job, JobKind, TraceContext};
@@ -1057,6 +1058,104 @@ impl Inner {
         Ok(Finished::DeadLettered)
     }
 
+    /// Drops the pending jobs that no live claim holds back, one object at
+    /// a time. A stream purge would drop jobs in flight too, and the next
+    /// change of such an object, published into an empty subject, would
+    /// look fresh and start beside the claim still running. Kept: jobs in
+    /// flight, and the next change of an object in flight (it runs after
+    /// the claim).
+    async fn purge_pending(&self) -> Result<usize, QueueError> {
+        let mut listed = self
+            .jobs
+            .info_with_subjects(format!("{}.>", drover_shared::jobs::SUBJECT_PREFIX))
+            .await
+            .map_err(boxed("list pending jobs"))?;
+        let mut subjects = Vec::new();
+        while let Some(s) = listed.next().await {
+            subjects.push(s.map_err(boxed("list pending jobs"))?.0);
+        }
+        let purged = futures_util::stream::iter(
+            subjects
+                .into_iter()
+                .map(|s| async move { self.purge_subject(&s).await }),
+        )
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+        purged
+            .into_iter()
+            .try_fold(0, |n, p| p.map(|purged| n + usize::from(purged)))
+    }
+
+    /// Drops the pending job of one object unless a live claim holds it
+    /// back. The job is held first, as a claim would hold it (a
+    /// compare-and-set on the record), then deleted. A worker that claims
+    /// it meanwhile either wins (the job is in flight, and kept) or finds
+    /// the hold. The hold stays, like a finished claim's (see `finish`): a
+    /// delivery of the message made before the delete may still be on its
+    /// way, and must find the object held, not free. The next change,
+    /// published into the emptied subject, is fresh and ends the hold.
+    async fn purge_subject(&self, subject: &str) -> Result<bool, QueueError> {
+        let m = match self.jobs.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(false),
+            Err(e) => {
+                return Err(QueueError::Nats {
+                    op: "read a pending job",
+                    source: Box::new(e),
+                });
+            }
+        };
+        let seq = m.sequence;
+        // A kind no consumer reads is never delivered: nothing to hold.
+        let Some(kind) = subject.split('.').nth(2).and_then(JobKind::parse) else {
+            return self.delete_job_message(seq).await;
+        };
+        let fresh = m.headers.get(FRESH).is_some();
+        let record = object_record_subject(subject);
+        let hold_id = self.next_hold_id();
+        for round in 0..CAS_ROUNDS {
+            cas_pause(round).await;
+            let now = now_ms();
+            let (expect, st) = self.read_state(&record).await?.unwrap_or_default();
+            if let Some(h) = &st.hold
+                && h.until_ms > now
+                && !hold_is_over_for(h, seq, fresh, now)
+            {
+                return Ok(false);
+            }
+            // The object's attempts go with its job.
+            let held = ObjectState {
+                hold: Some(Hold {
+                    claim: hold_id.clone(),
+                    until_ms: later(now, self.config.lease),
+                    kind,
+                    seq,
+                }),
+                ..ObjectState::default()
+            };
+            if self.write_state(&record, &held, expect).await?.is_some() {
+                // A waiter's signal finds this hold ended (not tracked), so
+                // the handle frees it and wakes the newer job at once.
+                return self.delete_job_message(seq).await;
+            }
+        }
+        Err(QueueError::Contended(record))
+    }
+
+    /// Deletes one message of the work stream; `false` if it was gone
+    /// (acked, or replaced by a newer job).
+    async fn delete_job_message(&self, seq: u64) -> Result<bool, QueueError> {
+        match self.jobs.delete_message(seq).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(_)) => Ok(false),
+            Err(e) => Err(QueueError::Nats {
+                op: "delete a pending job",
+                source: Box::new(e),
+            }),
+        }
+    }
+
     /// Every message of `stream` under `filter` at the time of the call.
     async fn read_all(
         &self,
@@ -1465,12 +1564,7 @@ impl Inner {
     async fn purge(&self, scope: PurgeScope) -> Result<usize, QueueError> {
         let mut n = 0;
         if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
-            let r = self
-                .jobs
-                .purge()
-                .await
-                .map_err(boxed("purge pending jobs"))?;
-            n += r.purged as usize;
+            n += self.purge_pending().await?;
         }
         if matches!(scope, PurgeScope::Dead | PurgeScope::All) {
             let r = self

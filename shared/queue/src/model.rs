@@ -171,7 +171,8 @@ impl JobSelector {
 /// What `purge` deletes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PurgeScope {
-    /// Pending jobs (not claims in flight).
+    /// Pending jobs, but not claims in flight, nor the next change of an
+    /// object in flight (it runs after the claim).
     Pending,
     /// Dead letters.
     Dead,

@@ -492,20 +492,28 @@ impl State {
         result
     }
 
-    /// Drops every pending job (claims in flight stay); returns how many.
-    pub fn purge_pending(&mut self, ch: &mut Changes) -> usize {
+    /// Drops the pending jobs no live claim holds back; returns how many.
+    /// Claims in flight stay, and so does the next change of an object in
+    /// flight: it runs after the claim, as on JetStream, where dropping it
+    /// would let a later change start beside the claim.
+    pub fn purge_pending(&mut self, now: u64, ch: &mut Changes) -> usize {
         let mut n = 0;
         for ready in &mut self.ready {
-            for (_, subject) in std::mem::take(ready) {
-                if let Some((_, row)) = self.objects.get_mut(&subject) {
-                    row.pending = None;
-                    if row.is_empty() {
-                        self.objects.remove(&subject);
-                    }
+            ready.retain(|_, subject| {
+                let Some((_, row)) = self.objects.get_mut(subject) else {
+                    return false;
+                };
+                if row.held.as_ref().is_some_and(|h| h.expires_at_ms > now) {
+                    return true;
                 }
-                ch.objects.push(subject);
+                row.pending = None;
+                if row.is_empty() {
+                    self.objects.remove(subject);
+                }
+                ch.objects.push(subject.clone());
                 n += 1;
-            }
+                false
+            });
         }
         n
     }

@@ -477,7 +477,7 @@ impl Applier<'_> {
                     Op::Purge(scope, _) => {
                         let mut n = 0;
                         if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
-                            n += st.purge_pending(&mut ch);
+                            n += st.purge_pending(now_ms(), &mut ch);
                         }
                         if matches!(scope, PurgeScope::Dead | PurgeScope::All) {
                             n += dead.len().map_err(storage)? as usize;
