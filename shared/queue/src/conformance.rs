@@ -425,6 +425,8 @@ pub async fn purge_keeps_claims_exclusive(q: &impl JobQueue) {
     q.publish(&job(JobKind::Bootstrap, "busy", 3))
         .await
         .unwrap();
+    // Renewed, so a slow machine cannot let the lease run out here.
+    q.renew(&held[0]).await.unwrap();
     let during = q
         .claim(JobKind::Bootstrap, 10, PROFILE.lease / 4)
         .await
@@ -493,12 +495,15 @@ pub async fn purges_among_busy_workers_keep_objects_exclusive(q: &impl JobQueue)
         }
     };
     let purger = async {
+        let mut purged = 0;
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            q.purge(PurgeScope::Pending).await.unwrap();
+            purged += q.purge(PurgeScope::Pending).await.unwrap();
         }
+        purged
     };
-    tokio::join!(publisher, worker(), worker(), worker(), purger);
+    let ((), (), (), (), purged) = tokio::join!(publisher, worker(), worker(), worker(), purger);
+    assert!(purged > 0, "the purges dropped jobs as they ran");
     assert!(
         overlaps.borrow().is_empty(),
         "objects claimed twice at once: {:?}",

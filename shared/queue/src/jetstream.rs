@@ -1094,7 +1094,10 @@ impl Inner {
     /// the hold. The hold stays, like a finished claim's (see `finish`): a
     /// delivery of the message made before the delete may still be on its
     /// way, and must find the object held, not free. The next change,
-    /// published into the emptied subject, is fresh and ends the hold.
+    /// published into the emptied subject, is fresh and ends the hold. If
+    /// the message was not deleted (a newer job replaced it meanwhile, or
+    /// the delete failed), the hold is freed at once and the newest job
+    /// woken, instead of waiting out the lease.
     async fn purge_subject(&self, subject: &str) -> Result<bool, QueueError> {
         let m = match self.jobs.get_last_raw_message_by_subject(subject).await {
             Ok(m) => m,
@@ -1135,9 +1138,20 @@ impl Inner {
                 ..ObjectState::default()
             };
             if self.write_state(&record, &held, expect).await?.is_some() {
-                // A waiter's signal finds this hold ended (not tracked), so
-                // the handle frees it and wakes the newer job at once.
-                return self.delete_job_message(seq).await;
+                // A waiter's signal meanwhile finds this hold ended (it is
+                // not tracked), so the handle frees it and wakes the job.
+                let deleted = self.delete_job_message(seq).await;
+                if matches!(deleted, Ok(true)) {
+                    return deleted;
+                }
+                // Not deleted here. A subject that still has a message (this
+                // one, or a newer job that replaced it) must not wait out
+                // the lease for the hold; an empty one keeps it.
+                match self.jobs.get_last_raw_message_by_subject(subject).await {
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+                    _ => self.release_ended(&hold_id, seq, subject).await?,
+                }
+                return deleted;
             }
         }
         Err(QueueError::Contended(record))
@@ -1146,14 +1160,22 @@ impl Inner {
     /// Deletes one message of the work stream; `false` if it was gone
     /// (acked, or replaced by a newer job).
     async fn delete_job_message(&self, seq: u64) -> Result<bool, QueueError> {
-        match self.jobs.delete_message(seq).await {
-            Ok(deleted) => Ok(deleted),
-            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(_)) => Ok(false),
-            Err(e) => Err(QueueError::Nats {
-                op: "delete a pending job",
-                source: Box::new(e),
-            }),
+        let failed = match self.jobs.delete_message(seq).await {
+            Ok(deleted) => return Ok(deleted),
+            Err(e) => e,
+        };
+        // The server answers a missing message with an error too: tell
+        // that apart from a failure (a leader change, a timeout).
+        if matches!(failed.kind(), DeleteMessageErrorKind::JetStream(_)) {
+            match self.jobs.get_raw_message(seq).await {
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(false),
+                _ => {}
+            }
         }
+        Err(QueueError::Nats {
+            op: "delete a pending job",
+            source: Box::new(failed),
+        })
     }
 
     /// Every message of `stream` under `filter` at the time of the call.

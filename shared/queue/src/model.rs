@@ -124,17 +124,27 @@ impl DeadLetter {
 
     /// A dead letter as a backend stored it. If the bytes do not decode
     /// (another drover version wrote them, or the store is damaged), it is
-    /// shown as a malformed dead letter under its stored `id` (and `kind`,
+    /// shown as a malformed dead letter under its stored `id`, with the
+    /// job's kind and cluster where they can still be read (else `kind`,
     /// where the store knows it): one bad record hides neither the others
-    /// nor itself, and purge still removes it.
+    /// nor itself, filters by kind and cluster still find it, and purge
+    /// removes it.
     pub fn stored(id: &str, kind: Option<JobKind>, bytes: &[u8], dead_at_ms: u64) -> Self {
         serde_json::from_slice(bytes).unwrap_or_else(|e| {
             let error = format!("this dead letter does not decode: {e}");
             let mut d = Self::malformed("", bytes, error, dead_at_ms);
             d.job.id = id.to_owned();
-            if let Some(kind) = kind {
+            let job = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("job").cloned());
+            let field = |name: &str| {
+                job.as_ref()
+                    .and_then(|j| j.get(name)?.as_str().map(str::to_owned))
+            };
+            if let Some(kind) = field("kind").and_then(|k| JobKind::parse(&k)).or(kind) {
                 d.job.kind = kind;
             }
+            d.job.cluster = field("cluster");
             d
         })
     }

@@ -351,8 +351,8 @@ async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
             serde_json::to_vec(&good).unwrap(),
         ),
         (
-            "drover.dead.bootstrap._.from-the-future".to_owned(),
-            b"{\"v\": 9}".to_vec(),
+            "drover.dead.bootstrap.c9.from-the-future".to_owned(),
+            br#"{"v": 9, "job": {"cluster": "c9"}}"#.to_vec(),
         ),
     ];
     for (subject, bytes) in dead {
@@ -378,6 +378,11 @@ async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
     assert_eq!(bad.job.id, "from-the-future");
     assert!(bad.error.contains("does not decode"), "{}", bad.error);
     assert!(bad.dead_at_ms > 0, "the time the store gave it");
+    let in_c9 = JobSelector {
+        cluster: Some("c9".into()),
+        ..JobSelector::all()
+    };
+    assert_eq!(q.dead_letters(&in_c9).await.unwrap().len(), 1);
     assert_eq!(q.stats().await.unwrap().dead["bootstrap"], 2);
 
     assert_eq!(

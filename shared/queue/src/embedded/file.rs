@@ -69,14 +69,20 @@ impl QueueFile {
     }
 
     /// Closes the database and opens the file again (the applier only, with
-    /// the committer idle). Fails at once if the last try was less than
+    /// the committer idle). Fails at once if the last try (or the last read
+    /// of the state, see [`QueueFile::failed_now`]) was less than
     /// [`REOPEN_EVERY`] ago.
     pub(super) fn reopen(&self) -> Result<Arc<Database>, String> {
-        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, why)) = failed.as_ref()
+        // Not held while closing or opening: `get` takes it when closed.
+        let last = self
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((at, why)) = last
             && at.elapsed() < REOPEN_EVERY
         {
-            return Err(why.clone());
+            return Err(why);
         }
         let old = self
             .db
@@ -88,9 +94,7 @@ impl QueueFile {
         {
             // A reader still holds it: keep it, try again later.
             *self.db.lock().unwrap_or_else(PoisonError::into_inner) = Some(old);
-            let why = "a reader held the old file open".to_owned();
-            *failed = Some((Instant::now(), why.clone()));
-            return Err(why);
+            return Err(self.failed_now("a reader held the old file open".to_owned()));
         }
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.opener)()))
             .unwrap_or_else(|_| {
@@ -102,16 +106,20 @@ impl QueueFile {
             Ok(db) => {
                 let db = Arc::new(db);
                 *self.db.lock().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
-                *failed = None;
+                *self.failed.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 tracing::info!("queue: the file is open again");
                 Ok(db)
             }
-            Err(e) => {
-                let why = format!("it could not be opened again: {e}");
-                *failed = Some((Instant::now(), why.clone()));
-                Err(why)
-            }
+            Err(e) => Err(self.failed_now(format!("it could not be opened again: {e}"))),
         }
+    }
+
+    /// Records a failure to open the file or read the state from it, so
+    /// the next [`QueueFile::reopen`] waits its turn; returns `why`.
+    pub(super) fn failed_now(&self, why: String) -> String {
+        *self.failed.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), why.clone()));
+        why
     }
 }
 
@@ -152,7 +160,7 @@ mod tests {
     use crate::JobQueue as _;
     use crate::conformance::job;
     use crate::embedded::{EmbeddedConfig, EmbeddedQueue};
-    use crate::model::{Claim, Outcome};
+    use crate::model::{Claim, Outcome, PurgeScope};
 
     const WORKS: u8 = 0;
     const FAILS: u8 = 1;
@@ -191,8 +199,12 @@ mod tests {
         }
     }
 
-    fn on_failing_disk(path: PathBuf, mode: Arc<AtomicU8>) -> EmbeddedQueue {
+    /// The queue, and how many times its file has been opened.
+    fn on_failing_disk(path: PathBuf, mode: Arc<AtomicU8>) -> (EmbeddedQueue, Arc<AtomicU8>) {
+        let opens = Arc::new(AtomicU8::new(0));
+        let counted = opens.clone();
         let opener: Opener = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
             let io = |e: std::io::Error| redb::DatabaseError::Storage(e.into());
             let f = OpenOptions::new()
                 .read(true)
@@ -205,7 +217,8 @@ mod tests {
             let mode = mode.clone();
             Database::builder().create_with_backend(FailingDisk { file, mode })
         });
-        EmbeddedQueue::open_with(opener, EmbeddedConfig::default()).unwrap()
+        let q = EmbeddedQueue::open_with(opener, EmbeddedConfig::default()).unwrap();
+        (q, opens)
     }
 
     async fn publish(q: &EmbeddedQueue, name: &str) -> Result<(), QueueError> {
@@ -222,6 +235,12 @@ mod tests {
         let mut names: Vec<_> = claims.iter().map(|c| c.job.object.name.as_str()).collect();
         names.sort_unstable();
         names
+    }
+
+    async fn claim_err(q: &EmbeddedQueue) -> QueueError {
+        q.claim(JobKind::Bootstrap, 16, Duration::ZERO)
+            .await
+            .unwrap_err()
     }
 
     /// Waits (without a fixed sleep) until the queue answers again.
@@ -253,7 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
         let mode = Arc::new(AtomicU8::new(WORKS));
-        let q = on_failing_disk(path.clone(), mode.clone());
+        let (q, opens) = on_failing_disk(path.clone(), mode.clone());
         publish(&q, "a").await.unwrap();
         publish(&q, "b").await.unwrap();
 
@@ -267,6 +286,18 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, QueueError::Storage(_)), "{e}");
         assert!(e.is_retryable(), "{e}");
+        // ...and the file is opened again at most every REOPEN_EVERY, not
+        // once per call.
+        let (start, before) = (Instant::now(), opens.load(Ordering::SeqCst));
+        for _ in 0..20 {
+            q.depth().await.unwrap_err();
+        }
+        let tries = opens.load(Ordering::SeqCst) - before;
+        let allowed = 1 + start.elapsed().as_millis() / REOPEN_EVERY.as_millis();
+        assert!(
+            u128::from(tries) <= allowed,
+            "{tries} opens, at most {allowed}"
+        );
 
         mode.store(WORKS, Ordering::SeqCst);
         recovered(&q).await;
@@ -289,27 +320,37 @@ mod tests {
         );
     }
 
-    /// A panic inside a commit fails that batch's callers with a message
-    /// that says so, instead of leaving them (and every later caller)
-    /// waiting on a dead thread; the queue then goes on.
+    /// A panic inside a commit (a batch's, a purge's, or the one that reads
+    /// the state back) fails its callers with a message that says so,
+    /// instead of leaving them (and every later caller) waiting on a dead
+    /// thread; the queue then goes on.
     #[tokio::test]
-    async fn a_panic_in_a_commit_fails_its_batch_and_the_queue_goes_on() {
+    async fn a_panic_in_a_commit_fails_its_callers_and_the_queue_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
         let mode = Arc::new(AtomicU8::new(WORKS));
-        let q = on_failing_disk(path.clone(), mode.clone());
+        let (q, _) = on_failing_disk(path.clone(), mode.clone());
         publish(&q, "a").await.unwrap();
+        let held = claim_all(&q).await;
+        assert_eq!(names(&held), ["a"]);
 
         mode.store(PANICS, Ordering::SeqCst);
+        let e = q.purge(PurgeScope::Pending).await.unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
         let e = publish(&q, "b").await.unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        tokio::time::sleep(REOPEN_EVERY).await;
+        let e = claim_err(&q).await;
         assert!(e.to_string().contains("panicked"), "{e}");
 
         mode.store(WORKS, Ordering::SeqCst);
         recovered(&q).await;
+        // The claim made before is still this worker's.
+        q.finish(held[0].clone(), Outcome::Done).await.unwrap();
         publish(&q, "b").await.unwrap();
         publish(&q, "c").await.unwrap();
         let claims = claim_all(&q).await;
-        assert_eq!(names(&claims), ["a", "b", "c"]);
+        assert_eq!(names(&claims), ["b", "c"]);
         for c in claims {
             q.finish(c, Outcome::Done).await.unwrap();
         }

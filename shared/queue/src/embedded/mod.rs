@@ -439,7 +439,7 @@ mod tests {
                     .unwrap();
                 t.insert(
                     state::dead_key(7, "from-the-future").as_str(),
-                    b"{\"v\": 9}".as_slice(),
+                    br#"{"v": 9, "job": {"kind": "bootstrap", "cluster": "c9"}}"#.as_slice(),
                 )
                 .unwrap();
             }
@@ -457,7 +457,18 @@ mod tests {
             ("from-the-future", 7)
         );
         assert!(bad.error.contains("does not decode"), "{}", bad.error);
-        assert_eq!(q.stats().await.unwrap().dead.values().sum::<u64>(), 2);
+        let in_c9 = JobSelector {
+            kind: Some(JobKind::Bootstrap),
+            cluster: Some("c9".into()),
+            ..JobSelector::all()
+        };
+        let found = q.dead_letters(&in_c9).await.unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "kind and cluster are read from what decodes"
+        );
+        assert_eq!(q.stats().await.unwrap().dead["bootstrap"], 2);
 
         assert_eq!(
             q.replay(&JobSelector::all()).await.unwrap(),

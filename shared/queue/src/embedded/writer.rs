@@ -262,6 +262,11 @@ fn commit_batches(rx: &std_mpsc::Receiver<Work>, back: &std_mpsc::Sender<Op>) {
     }
 }
 
+/// The error for a panic caught around redb.
+fn panicked(what: &str, panic: &(dyn std::any::Any + Send)) -> QueueError {
+    failed_write(&format!("{what} panicked: {}", panic_message(panic)))
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
@@ -400,7 +405,12 @@ impl Applier<'_> {
         if self.state.is_none() {
             let failed = |e| format!("the queue file is unusable after a failed write: {e}");
             let db = self.file.reopen().map_err(failed)?;
-            let st = load(&db, &self.s).map_err(|e| failed(e.to_string()))?;
+            // Reading the state back commits too, so it can fail (or panic)
+            // like the write before it.
+            let loaded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&db, &self.s)))
+                    .unwrap_or_else(|panic| Err(panicked("reading the state", &*panic)));
+            let st = loaded.map_err(|e| failed(self.file.failed_now(e.to_string())))?;
             self.state = Some(st);
         }
         Ok(())
@@ -468,30 +478,35 @@ impl Applier<'_> {
         }
         let st = self.state.as_mut().expect("loaded above");
         let mut ch = Changes::default();
-        let result = self.file.get().and_then(|db| {
-            let txn = db.begin_write().map_err(storage)?;
-            let n = {
-                let mut dead = txn.open_table(DEAD).map_err(storage)?;
-                match &op {
-                    Op::Replay(selector, _) => replay(&mut dead, st, selector, now_ms(), &mut ch)?,
-                    Op::Purge(scope, _) => {
-                        let mut n = 0;
-                        if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
-                            n += st.purge_pending(now_ms(), &mut ch);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.file.get().and_then(|db| {
+                let txn = db.begin_write().map_err(storage)?;
+                let n = {
+                    let mut dead = txn.open_table(DEAD).map_err(storage)?;
+                    match &op {
+                        Op::Replay(selector, _) => {
+                            replay(&mut dead, st, selector, now_ms(), &mut ch)?
                         }
-                        if matches!(scope, PurgeScope::Dead | PurgeScope::All) {
-                            n += dead.len().map_err(storage)? as usize;
-                            dead.retain(|_, _| false).map_err(storage)?;
+                        Op::Purge(scope, _) => {
+                            let mut n = 0;
+                            if matches!(scope, PurgeScope::Pending | PurgeScope::All) {
+                                n += st.purge_pending(now_ms(), &mut ch);
+                            }
+                            if matches!(scope, PurgeScope::Dead | PurgeScope::All) {
+                                n += dead.len().map_err(storage)? as usize;
+                                dead.retain(|_, _| false).map_err(storage)?;
+                            }
+                            n
                         }
-                        n
+                        _ => 0,
                     }
-                    _ => 0,
-                }
-            };
-            Writes::of(st, ch).write(&txn)?;
-            txn.commit().map_err(storage)?;
-            Ok(n)
-        });
+                };
+                Writes::of(st, ch).write(&txn)?;
+                txn.commit().map_err(storage)?;
+                Ok(n)
+            })
+        }))
+        .unwrap_or_else(|panic| Err(panicked("the replay or purge", &*panic)));
         let tx = match op {
             Op::Replay(_, tx) | Op::Purge(_, tx) => tx,
             other => return other.fail("internal: not a replay or purge"),
