@@ -8,12 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use drover_queue::conformance::job;
+use drover_queue::conformance::{self, job};
 use drover_queue::jetstream::{JetStreamConfig, JetStreamQueue, NatsAuth, NatsTls};
 use drover_queue::nats_server::{self, NatsServer};
-use drover_queue::{
-    DeadLetter, JobQueue, JobSelector, Outcome, Published, PurgeScope, RetryPolicy,
-};
+use drover_queue::{DeadLetter, JobQueue, JobSelector, Outcome, Published, RetryPolicy};
 use drover_shared::jobs::JobKind;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::process::{Child, Command};
@@ -363,43 +361,10 @@ async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
             .unwrap();
     }
 
-    let listed = q
-        .dead_letters(&JobSelector {
-            kind: Some(JobKind::Bootstrap),
-            ..JobSelector::all()
-        })
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 2, "{listed:?}");
-    let bad = listed
-        .iter()
-        .find(|d| d.raw.is_some())
-        .expect("the bad one is listed");
-    assert_eq!(bad.job.id, "from-the-future");
-    assert!(bad.error.contains("does not decode"), "{}", bad.error);
+    let bad =
+        conformance::an_undecodable_dead_letter_is_listed_and_purgeable(&q, "from-the-future")
+            .await;
     assert!(bad.dead_at_ms > 0, "the time the store gave it");
-    let in_c9 = JobSelector {
-        cluster: Some("c9".into()),
-        ..JobSelector::all()
-    };
-    assert_eq!(q.dead_letters(&in_c9).await.unwrap().len(), 1);
-    assert_eq!(q.stats().await.unwrap().dead["bootstrap"], 2);
-
-    assert_eq!(
-        q.replay(&JobSelector::all()).await.unwrap(),
-        1,
-        "the good one"
-    );
-    let left = q.dead_letters(&JobSelector::all()).await.unwrap();
-    assert_eq!(left.len(), 1, "{left:?}");
-    assert_eq!(left[0].job.id, "from-the-future");
-    assert_eq!(q.purge(PurgeScope::Dead).await.unwrap(), 1);
-    assert!(
-        q.dead_letters(&JobSelector::all())
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }
 
 #[tokio::test]

@@ -252,15 +252,25 @@ mod tests {
         }
     }
 
-    /// The same file opened by a plain queue, once the old one let go.
-    fn plain(path: &std::path::Path) -> EmbeddedQueue {
-        (0..200)
+    /// Finishes `claims`, then opens the same file with a plain queue (once
+    /// the old one let go) and checks nothing is left.
+    async fn finish_and_reopen(q: EmbeddedQueue, claims: Vec<Claim>, path: &std::path::Path) {
+        for c in claims {
+            q.finish(c, Outcome::Done).await.unwrap();
+        }
+        drop(q);
+        let q = (0..200)
             .find_map(|_| {
                 EmbeddedQueue::open(path, EmbeddedConfig::default())
                     .inspect_err(|_| std::thread::sleep(Duration::from_millis(20)))
                     .ok()
             })
-            .expect("the queue file opens")
+            .expect("the queue file opens");
+        let stats = q.stats().await.unwrap();
+        assert!(
+            stats.pending.is_empty() && stats.in_flight.is_empty(),
+            "{stats:?}"
+        );
     }
 
     /// A commit that fails (a full disk) fails its callers, and so does
@@ -307,17 +317,7 @@ mod tests {
         publish(&q, "c").await.unwrap();
         let claims = claim_all(&q).await;
         assert_eq!(names(&claims), ["a", "b", "c"]);
-        for c in claims {
-            q.finish(c, Outcome::Done).await.unwrap();
-        }
-        drop(q);
-
-        let q = plain(&path);
-        let stats = q.stats().await.unwrap();
-        assert!(
-            stats.pending.is_empty() && stats.in_flight.is_empty(),
-            "{stats:?}"
-        );
+        finish_and_reopen(q, claims, &path).await;
     }
 
     /// A panic inside a commit (a batch's, a purge's, or the one that reads
@@ -351,16 +351,6 @@ mod tests {
         publish(&q, "c").await.unwrap();
         let claims = claim_all(&q).await;
         assert_eq!(names(&claims), ["b", "c"]);
-        for c in claims {
-            q.finish(c, Outcome::Done).await.unwrap();
-        }
-        drop(q);
-
-        let q = plain(&path);
-        let stats = q.stats().await.unwrap();
-        assert!(
-            stats.pending.is_empty() && stats.in_flight.is_empty(),
-            "{stats:?}"
-        );
+        finish_and_reopen(q, claims, &path).await;
     }
 }

@@ -446,45 +446,12 @@ mod tests {
             txn.commit().unwrap();
         }
         let q = EmbeddedQueue::open(&path, EmbeddedConfig::default()).unwrap();
-        let listed = q.dead_letters(&JobSelector::all()).await.unwrap();
-        assert_eq!(listed.len(), 2, "{listed:?}");
-        let bad = listed
-            .iter()
-            .find(|d| d.raw.is_some())
-            .expect("the bad one is listed");
-        assert_eq!(
-            (bad.job.id.as_str(), bad.dead_at_ms),
-            ("from-the-future", 7)
-        );
-        assert!(bad.error.contains("does not decode"), "{}", bad.error);
-        let in_c9 = JobSelector {
-            kind: Some(JobKind::Bootstrap),
-            cluster: Some("c9".into()),
-            ..JobSelector::all()
-        };
-        let found = q.dead_letters(&in_c9).await.unwrap();
-        assert_eq!(
-            found.len(),
-            1,
-            "kind and cluster are read from what decodes"
-        );
-        assert_eq!(q.stats().await.unwrap().dead["bootstrap"], 2);
-
-        assert_eq!(
-            q.replay(&JobSelector::all()).await.unwrap(),
-            1,
-            "the good one"
-        );
-        let left = q.dead_letters(&JobSelector::all()).await.unwrap();
-        assert_eq!(left.len(), 1, "{left:?}");
-        assert_eq!(left[0].job.id, "from-the-future");
-        assert_eq!(q.purge(PurgeScope::Dead).await.unwrap(), 1);
-        assert!(
-            q.dead_letters(&JobSelector::all())
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        let bad = crate::conformance::an_undecodable_dead_letter_is_listed_and_purgeable(
+            &q,
+            "from-the-future",
+        )
+        .await;
+        assert_eq!(bad.dead_at_ms, 7, "the time in its key");
     }
 
     /// A row another drover version (or a bug) wrote, which this one
