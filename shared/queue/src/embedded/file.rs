@@ -29,7 +29,7 @@ pub(super) struct QueueFile {
     opener: Opener,
     /// `None` while it is being opened again, or after that failed.
     db: Mutex<Option<Arc<Database>>>,
-    /// The last failed reopen: when, and why.
+    /// The last failed reopen or read of the state: when, and why.
     failed: Mutex<Option<(Instant, String)>>,
 }
 
@@ -51,7 +51,6 @@ impl QueueFile {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        // The `db` lock is let go first: `reopen` takes the two the other way.
         db.ok_or_else(|| {
             let why = self
                 .failed
