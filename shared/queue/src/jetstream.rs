@@ -1176,8 +1176,9 @@ impl Inner {
 
     /// Deletes message `seq` of `stream` without erasing it. async-nats'
     /// `delete_message` has the server overwrite the message first, which
-    /// made about 240 deletes/s here, against about 18,000/s without: the
-    /// jobs and dead letters hold no secrets worth overwriting. The inner
+    /// made 185 deletes/s here, against 10,800/s without (100,000 messages,
+    /// one server): the jobs and dead letters hold no secrets worth
+    /// overwriting. The inner
     /// error is the server's refusal.
     async fn remove_message(
         &self,
