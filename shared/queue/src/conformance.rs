@@ -523,6 +523,18 @@ pub async fn purges_among_busy_workers_keep_objects_exclusive(q: &impl JobQueue)
     }
 }
 
+/// A dead letter that decodes, for a backend's own test to store beside one
+/// that does not (see [`an_undecodable_dead_letter_is_listed_and_purgeable`]).
+pub fn good_dead_letter() -> crate::DeadLetter {
+    crate::DeadLetter {
+        job: job(JobKind::Bootstrap, "good", 1),
+        error: "it failed".into(),
+        history: Vec::new(),
+        dead_at_ms: 1,
+        raw: None,
+    }
+}
+
 /// Not in the suite (a backend's own test stores the records): after one
 /// good dead letter and one that does not decode (id `bad_id`, kind
 /// bootstrap, cluster `c9`) were stored, both are listed and counted,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use drover_queue::conformance::{self, job};
 use drover_queue::jetstream::{JetStreamConfig, JetStreamQueue, NatsAuth, NatsTls};
 use drover_queue::nats_server::{self, NatsServer};
-use drover_queue::{DeadLetter, JobQueue, JobSelector, Outcome, Published, RetryPolicy};
+use drover_queue::{JobQueue, JobSelector, Outcome, Published, RetryPolicy};
 use drover_shared::jobs::JobKind;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::process::{Child, Command};
@@ -336,13 +336,7 @@ async fn a_malformed_payload_is_dead_lettered_and_the_worker_goes_on() {
 async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
     let (_server, q, _dir) = single_server(Duration::from_secs(5)).await;
     let js = q.context();
-    let good = DeadLetter {
-        job: job(JobKind::Bootstrap, "good", 1),
-        error: "it failed".into(),
-        history: Vec::new(),
-        dead_at_ms: 1,
-        raw: None,
-    };
+    let good = conformance::good_dead_letter();
     let dead = [
         (
             format!("drover.dead.bootstrap._.{}", good.job.id),

@@ -422,13 +422,7 @@ mod tests {
     async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
-        let good = DeadLetter {
-            job: job(JobKind::Bootstrap, "good", 1),
-            error: "it failed".into(),
-            history: Vec::new(),
-            dead_at_ms: 1,
-            raw: None,
-        };
+        let good = crate::conformance::good_dead_letter();
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
