@@ -14,7 +14,8 @@
 //!   the record's sequence), so two workers can never both hold an object;
 //!   releasing writes a free record. This is a JetStream KV bucket in all
 //!   but name; the plain stream lets every step be one publish.
-//! - `DROVER_DEAD` (`drover.dead.<kind>.<cluster>.<id>`): dead letters.
+//! - `DROVER_DEAD` (`drover.dead.<kind>.<cluster>.<id>`): dead letters,
+//!   one per job (`max_msgs_per_subject = 1`).
 //!
 //! Why the record is needed: a publish replaces even a message in flight,
 //! and the replacement is deliverable at once. A claim that finds the
@@ -453,6 +454,12 @@ impl JetStreamQueue {
             stream::Config {
                 name: DEAD_STREAM.into(),
                 subjects: vec![format!("{DEAD_PREFIX}.>")],
+                // The subject ends in the job's id: one letter per job, the
+                // newest. A job can die twice (a message `wake` published
+                // again may run beside the delivery it replaced), and a
+                // second letter would outlive the replay of the first.
+                // Applied to an existing stream, the server trims it too.
+                max_messages_per_subject: 1,
                 storage: StorageType::File,
                 num_replicas: replicas,
                 duplicate_window: config.dedupe_window,

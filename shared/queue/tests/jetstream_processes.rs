@@ -361,6 +361,71 @@ async fn a_dead_letter_that_does_not_decode_is_listed_and_can_be_purged() {
     assert!(bad.dead_at_ms > 0, "the time the store gave it");
 }
 
+/// A job can die more than once: a message that `wake` published again
+/// can run beside the delivery it replaced, and each run ends in its own
+/// dead letter. The job keeps one letter, the newest, also in a stream an
+/// older drover made without the per-subject limit, so a replay by id
+/// leaves none of it behind.
+#[tokio::test]
+async fn a_job_that_dies_twice_keeps_one_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    // The dead-letter stream as drover made it before the limit.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: drover_queue::jetstream::DEAD_STREAM.into(),
+        subjects: vec!["drover.dead.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut letter = conformance::good_dead_letter();
+    let subject = format!("drover.dead.bootstrap.c1.{}", letter.job.id);
+    let store = |d: &drover_queue::DeadLetter| {
+        let (js, subject, body) = (js.clone(), subject.clone(), serde_json::to_vec(d).unwrap());
+        async move {
+            js.publish(subject, body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        }
+    };
+    for error in ["first run", "second run"] {
+        letter.error = error.into();
+        store(&letter).await;
+    }
+    let q = JetStreamQueue::connect(config(server.url(), Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let by_id = JobSelector {
+        id: Some(letter.job.id.clone()),
+        ..JobSelector::default()
+    };
+    let listed = q.dead_letters(&by_id).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].error, "second run", "the newest stays");
+
+    letter.error = "third run".into();
+    store(&letter).await;
+    let listed = q.dead_letters(&by_id).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].error, "third run");
+    assert_eq!(q.stats().await.unwrap().dead["bootstrap"], 1);
+
+    assert_eq!(q.replay(&by_id).await.unwrap(), 1);
+    assert!(q.dead_letters(&by_id).await.unwrap().is_empty());
+    let claims = q
+        .claim(JobKind::Bootstrap, 10, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].job.id, letter.job.id);
+}
+
 #[tokio::test]
 async fn jobs_survive_a_server_crash() {
     let dir = tempfile::tempdir().unwrap();
