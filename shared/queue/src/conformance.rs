@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             waiting_is_not_failing,
             failures_retry_then_dead_letter,
             leases_expire_and_renew,
+            a_repeated_finish_is_settled,
             duplicates_are_dropped,
             stats_replay_and_purge,
             purge_keeps_claims_exclusive,
@@ -345,6 +346,79 @@ pub async fn leases_expire_and_renew(q: &impl JobQueue) {
         q.finish(again[0].clone(), Outcome::Done).await.unwrap(),
         Finished::Settled
     );
+}
+
+/// 6: a finish is safe to retry. A worker whose finish failed after it
+/// took effect (the answer was lost: the server restarted, a commit failed
+/// after reaching the disk) tries again; that `Done` is `Settled`, not
+/// `LeaseLost`, since nothing will run the job again, and the job is not
+/// run twice. Both a first attempt and a job that failed before are
+/// covered (backends may finish those differently).
+pub async fn a_repeated_finish_is_settled(q: &impl JobQueue) {
+    for (rv, failed_before) in [(1, false), (2, true)] {
+        q.publish(&job(JobKind::Bootstrap, "twice", rv))
+            .await
+            .unwrap();
+        let mut c = q
+            .claim(JobKind::Bootstrap, 1, SOON)
+            .await
+            .unwrap()
+            .remove(0);
+        if failed_before {
+            let Finished::Retrying(d) = q.finish(c, Outcome::Retry("once".into())).await.unwrap()
+            else {
+                panic!("a first failure retries");
+            };
+            c = q
+                .claim(JobKind::Bootstrap, 1, d + PROFILE.lease)
+                .await
+                .unwrap()
+                .remove(0);
+            assert_eq!(c.job.attempt, 1);
+        }
+        assert_eq!(
+            q.finish(c.clone(), Outcome::Done).await.unwrap(),
+            Finished::Settled
+        );
+        // Two retries: the first may still find the hold (a backend may
+        // end it lazily), the second finds everything settled.
+        for retry in 1..=2 {
+            assert_eq!(
+                finish_retrying(q, &c, Outcome::Done).await,
+                Finished::Settled,
+                "retry {retry} of change {rv}"
+            );
+        }
+        assert!(
+            q.claim(JobKind::Bootstrap, 1, PROFILE.lease / 4)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the job does not run again"
+        );
+        let s = q.stats().await.unwrap();
+        assert!(s.in_flight.is_empty() && s.pending.is_empty(), "{s:?}");
+    }
+    // The object's next change still runs at once.
+    q.publish(&job(JobKind::Bootstrap, "twice", 3))
+        .await
+        .unwrap();
+    assert_eq!(q.claim(JobKind::Bootstrap, 1, SOON).await.unwrap().len(), 1);
+}
+
+/// Finishes `claim`, trying again on errors that may pass (at most ten
+/// times), as a worker does.
+async fn finish_retrying(q: &impl JobQueue, claim: &crate::Claim, outcome: Outcome) -> Finished {
+    let mut last = None;
+    for _ in 0..10 {
+        match q.finish(claim.clone(), outcome.clone()).await {
+            Ok(f) => return f,
+            Err(e) if e.is_retryable() => last = Some(e),
+            Err(e) => panic!("finish: {e}"),
+        }
+        tokio::time::sleep(SOON).await;
+    }
+    panic!("finish kept failing: {last:?}");
 }
 
 /// 7: the same change published twice is one job.

@@ -1163,6 +1163,23 @@ impl Inner {
         Err(QueueError::Contended(record))
     }
 
+    /// The answer to a `Done` whose claim no longer holds its object. A
+    /// finish repeated because the first one's answer was lost (the server
+    /// restarted after taking the ack) finds the hold gone: it is `Settled`
+    /// when the job's message is gone too, so nothing will run the job
+    /// again (acked, or replaced by a newer job of the object). A message
+    /// still there is redelivered: the lease was lost.
+    async fn finish_unheld(&self, seq: u64) -> Result<Finished, QueueError> {
+        match self.jobs.get_raw_message(seq).await {
+            Ok(_) => Ok(Finished::LeaseLost),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Finished::Settled),
+            Err(e) => Err(QueueError::Nats {
+                op: "look up a finished job",
+                source: Box::new(e),
+            }),
+        }
+    }
+
     /// Deletes one message of the work stream; `false` if it was gone
     /// (acked, or replaced by a newer job).
     async fn delete_job_message(&self, seq: u64) -> Result<bool, QueueError> {
@@ -1432,7 +1449,7 @@ impl Inner {
                     return Ok(Finished::Settled);
                 }
                 let Some(waiting) = self.release(&record, &c, None).await? else {
-                    return Ok(Finished::LeaseLost);
+                    return self.finish_unheld(c.seq).await;
                 };
                 self.acker(c.reply)
                     .double_ack()

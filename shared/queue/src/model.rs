@@ -55,7 +55,9 @@ pub enum Outcome {
 /// What finishing a claim did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Finished {
-    /// Done, or queued to run again.
+    /// Done, or queued to run again. A `Done` repeated after the first
+    /// finish's answer was lost is `Settled` too, once nothing will run
+    /// the job again: finishing is safe to retry.
     Settled,
     /// Queued for a retry after this delay.
     Retrying(Duration),

@@ -63,6 +63,7 @@ mod r3 {
         failures_retry_then_dead_letter,
         changes_do_not_reset_failures,
         leases_expire_and_renew,
+        a_repeated_finish_is_settled,
         purge_keeps_claims_exclusive,
     );
 }

@@ -236,7 +236,7 @@ impl JobQueue for EmbeddedQueue {
         let kind = claim.job.kind;
         let subject = claim.job.subject();
         let out = self
-            .call(|r| Op::Finish(subject, claim.claim_id, outcome, r))
+            .call(|r| Op::Finish(subject, claim.claim_id, claim.job.id, outcome, r))
             .await?;
         // A newer job of the object may be claimable now.
         self.shared.wake[kind as usize].notify_one();

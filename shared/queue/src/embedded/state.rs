@@ -389,22 +389,26 @@ impl State {
         true
     }
 
-    /// Ends a claim with its handler's outcome.
+    /// Ends a claim with its handler's outcome. `job_id` is the claimed
+    /// job's id, for a claim that is no longer held (see
+    /// [`State::finish_unheld`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn finish(
         &mut self,
         subject: &str,
         claim_id: &str,
+        job_id: &str,
         outcome: Outcome,
         now: u64,
         s: &Settings,
         ch: &mut Changes,
     ) -> Finished {
         let Some(subject) = self.key(subject) else {
-            return Finished::LeaseLost;
+            return self.finish_unheld(subject, job_id, &outcome);
         };
         let kind = self.objects[&subject].0;
         let Some(h) = self.take_claim(&subject, Some(claim_id)) else {
-            return Finished::LeaseLost;
+            return self.finish_unheld(&subject, job_id, &outcome);
         };
         ch.objects.push(subject.clone());
         match outcome {
@@ -434,6 +438,27 @@ impl State {
                 dead_letter(&subject, &h.job, h.attempt, error, history, now, ch);
                 Finished::DeadLettered
             }
+        }
+    }
+
+    /// The answer to a finish whose claim is no longer held. A `Done`
+    /// repeated because the first finish's answer was lost (a failed
+    /// commit that reached the disk after all) finds its claim gone: it is
+    /// `Settled` when nothing will run the job again, that is when the
+    /// object neither holds nor queues the same job. Otherwise the lease
+    /// was lost and the job runs again elsewhere.
+    fn finish_unheld(&self, subject: &str, job_id: &str, outcome: &Outcome) -> Finished {
+        let runs_again = self.row(subject).is_some_and(|r| {
+            let held = r.held.as_ref().map(|h| (&h.job, h.attempt));
+            let pending = r.pending.as_ref().map(|p| (&p.job, p.attempt));
+            held.into_iter()
+                .chain(pending)
+                .any(|(bytes, attempt)| decode_job(bytes, attempt).is_none_or(|j| j.id == job_id))
+        });
+        if matches!(outcome, Outcome::Done) && !runs_again {
+            Finished::Settled
+        } else {
+            Finished::LeaseLost
         }
     }
 

@@ -46,7 +46,8 @@ pub(super) enum Op {
     Publish(NewJob, Reply<Published>),
     Claim(JobKind, usize, Reply<(Vec<Claimed>, Option<u64>)>),
     Renew(String, String, Reply<bool>),
-    Finish(String, String, Outcome, Reply<Finished>),
+    /// Subject, claim id, job id, outcome.
+    Finish(String, String, String, Outcome, Reply<Finished>),
     Replay(JobSelector, Reply<usize>),
     Purge(PurgeScope, Reply<usize>),
     Counts(Reply<Counts>),
@@ -73,7 +74,7 @@ impl Op {
             Op::Publish(_, tx) => drop(tx.send(Err(failed_write(msg)))),
             Op::Claim(_, _, tx) => drop(tx.send(Err(failed_write(msg)))),
             Op::Renew(_, _, tx) => drop(tx.send(Err(failed_write(msg)))),
-            Op::Finish(_, _, _, tx) => drop(tx.send(Err(failed_write(msg)))),
+            Op::Finish(_, _, _, _, tx) => drop(tx.send(Err(failed_write(msg)))),
             Op::Replay(_, tx) | Op::Purge(_, tx) => drop(tx.send(Err(failed_write(msg)))),
             Op::Counts(tx) => drop(tx.send(Err(failed_write(msg)))),
             Op::Committed(_) | Op::Shutdown => {}
@@ -377,8 +378,8 @@ impl Applier<'_> {
                     Op::Publish(job, tx) => defer(tx, st.publish(job, now, s, ch)),
                     Op::Claim(kind, max, tx) => defer(tx, st.claim(kind, max, now, s, ch)),
                     Op::Renew(subject, id, tx) => defer(tx, st.renew(&subject, &id, now, s, ch)),
-                    Op::Finish(subject, id, outcome, tx) => {
-                        defer(tx, st.finish(&subject, &id, outcome, now, s, ch))
+                    Op::Finish(subject, id, job_id, outcome, tx) => {
+                        defer(tx, st.finish(&subject, &id, &job_id, outcome, now, s, ch))
                     }
                     Op::Counts(tx) => {
                         let ready = st.ready_now(now);
