@@ -1168,16 +1168,26 @@ impl Inner {
     /// restarted after taking the ack) finds the hold gone: it is `Settled`
     /// when the job's message is gone too, so nothing will run the job
     /// again (acked, or replaced by a newer job of the object). A message
-    /// still there is redelivered: the lease was lost.
+    /// still there is redelivered: the lease was lost. On a cluster the
+    /// stream drops an acked message a moment after the ack's answer, so a
+    /// message still there is looked up again for up to about a second.
     async fn finish_unheld(&self, seq: u64) -> Result<Finished, QueueError> {
-        match self.jobs.get_raw_message(seq).await {
-            Ok(_) => Ok(Finished::LeaseLost),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(Finished::Settled),
-            Err(e) => Err(QueueError::Nats {
-                op: "look up a finished job",
-                source: Box::new(e),
-            }),
+        for round in 0..7 {
+            match self.jobs.get_raw_message(seq).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(Finished::Settled);
+                }
+                Err(e) => {
+                    return Err(QueueError::Nats {
+                        op: "look up a finished job",
+                        source: Box::new(e),
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10 << round)).await;
         }
+        Ok(Finished::LeaseLost)
     }
 
     /// Deletes one message of the work stream; `false` if it was gone
