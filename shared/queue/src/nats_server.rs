@@ -222,3 +222,20 @@ pub fn urls(servers: &[NatsServer]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// Connects a queue to servers started here, trying again for up to 20 s:
+/// a cluster elects its meta leader after its servers start, and on a
+/// loaded machine a fresh server's first stream requests can time out.
+pub async fn connect_queue(
+    config: crate::jetstream::JetStreamConfig,
+) -> Result<crate::jetstream::JetStreamQueue, String> {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match crate::jetstream::JetStreamQueue::connect(config.clone()).await {
+            Ok(queue) => return Ok(queue),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("the queue did not connect in 20 s: {last}"))
+}

@@ -22,23 +22,10 @@ async fn single() -> (JetStreamQueue, (NatsServer, tempfile::TempDir)) {
     let server = NatsServer::start(dir.path())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let queue = connect_retrying(config(server.url())).await;
+    let queue = nats_server::connect_queue(config(server.url()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     (queue, (server, dir))
-}
-
-/// Connects, trying again for up to 20 s: a cluster elects its meta
-/// leader after the servers start, and on a loaded machine a fresh
-/// server's first stream requests can time out.
-async fn connect_retrying(c: JetStreamConfig) -> JetStreamQueue {
-    let mut last = String::new();
-    for _ in 0..100 {
-        match JetStreamQueue::connect(c.clone()).await {
-            Ok(queue) => return queue,
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the queue did not connect: {last}");
 }
 
 drover_queue::conformance_tests!(single);
@@ -57,7 +44,12 @@ mod r3 {
             replicas: 3,
             ..config(nats_server::urls(&servers))
         };
-        (connect_retrying(c).await, (servers, dir))
+        (
+            nats_server::connect_queue(c)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            (servers, dir),
+        )
     }
 
     drover_queue::conformance_tests!(cluster;

@@ -42,22 +42,15 @@ async fn single_server(lease: Duration) -> (NatsServer, JetStreamQueue, tempfile
     let server = NatsServer::start(dir.path())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let q = JetStreamQueue::connect(config(server.url(), lease))
-        .await
-        .unwrap();
+    let q = connect_retrying(config(server.url(), lease)).await;
     (server, q, dir)
 }
 
+/// Connects, trying again for a while (see `nats_server::connect_queue`).
 async fn connect_retrying(config: JetStreamConfig) -> JetStreamQueue {
-    let mut last = String::new();
-    for _ in 0..100 {
-        match JetStreamQueue::connect(config.clone()).await {
-            Ok(q) => return q,
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the queue did not connect: {last}");
+    nats_server::connect_queue(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A worker process (`drover-queue-probe`).
