@@ -1168,11 +1168,12 @@ impl Inner {
     /// restarted after taking the ack) finds the hold gone: it is `Settled`
     /// when the job's message is gone too, so nothing will run the job
     /// again (acked, or replaced by a newer job of the object). A message
-    /// still there is redelivered: the lease was lost. On a cluster the
-    /// stream drops an acked message a moment after the ack's answer, so a
+    /// still there is redelivered: the lease was lost. A replicated stream
+    /// drops an acked message a moment after the ack's answer, so there a
     /// message still there is looked up again for up to about a second.
     async fn finish_unheld(&self, seq: u64) -> Result<Finished, QueueError> {
-        for round in 0..7 {
+        let lookups = if self.config.replicas > 1 { 7 } else { 1 };
+        for round in 0..lookups {
             match self.jobs.get_raw_message(seq).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
@@ -1185,7 +1186,9 @@ impl Inner {
                     });
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10 << round)).await;
+            if round + 1 < lookups {
+                tokio::time::sleep(Duration::from_millis(10 << round)).await;
+            }
         }
         Ok(Finished::LeaseLost)
     }
