@@ -533,7 +533,11 @@ pub async fn purges_among_busy_workers_keep_objects_exclusive(q: &impl JobQueue)
     use std::cell::RefCell;
     use std::collections::HashSet;
 
-    const OBJECTS: u64 = 16;
+    // More objects than the workers' 12 slots, so that some changes are
+    // always pending and not in flight when a purge runs: with fewer, idle
+    // workers take each change as it comes, and a purge on a loaded
+    // machine could find nothing to drop.
+    const OBJECTS: u64 = 48;
     let busy = RefCell::new(HashSet::new());
     let overlaps = RefCell::new(Vec::new());
     let publishing = std::cell::Cell::new(true);
