@@ -110,13 +110,22 @@ fn done_lines(out: &Path) -> Vec<String> {
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let waited = wait_for(timeout, async || if f().await { Ok(()) } else { Err(()) }).await;
+    assert!(waited.is_ok(), "timed out waiting for {what}");
+}
+
+/// Polls `f` until it is `Ok`; after `timeout`, its last `Err`.
+async fn wait_for<E>(
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Result<(), E>,
+) -> Result<(), E> {
     let end = tokio::time::Instant::now() + timeout;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= end => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
@@ -201,23 +210,23 @@ async fn a_server_killed_and_restarted_mid_run_loses_no_job() {
             Err(_) => BTreeSet::new(),
         }
     };
-    let end = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let settled = wait_for(Duration::from_secs(60), async || {
         let done: BTreeSet<String> = done_lines(&out).into_iter().collect();
-        let dead = dead_names().await;
-        let settled: BTreeSet<String> = done.union(&dead).cloned().collect();
-        if settled.len() == all.len() {
-            break;
+        let settled: BTreeSet<String> = done.union(&dead_names().await).cloned().collect();
+        let missing: Vec<_> = all.difference(&settled).cloned().collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
         }
-        if tokio::time::Instant::now() >= end {
-            // Name what is missing and where the queue thinks it is.
-            let missing: Vec<_> = all.difference(&settled).collect();
-            panic!(
-                "jobs in != jobs done + jobs dead after 60 s: missing {missing:?}; stats {:?}",
-                q.stats().await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await;
+    if let Err(missing) = settled {
+        // Name what is missing and where the queue thinks it is.
+        panic!(
+            "jobs in != jobs done + jobs dead after 60 s: missing {missing:?}; stats {:?}",
+            q.stats().await
+        );
     }
     let done: BTreeSet<String> = done_lines(&out).into_iter().collect();
     let dead = dead_names().await;
